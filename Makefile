@@ -1,0 +1,52 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+FASHION_DIR ?= /usr/share/datasets/fashion-mnist
+DEMO_DIR    ?= runs/demo_vae
+
+.PHONY: demo test lint bench install clean fashion-mnist
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist package.
+fashion-mnist:
+	@if [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing Debian's dataset-fashion-mnist ..."; \
+	  (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null)); \
+	fi; \
+	if [ ! -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then \
+	  echo "Fashion-MNIST not found in $(FASHION_DIR)."; \
+	  echo "Install it with:  sudo apt-get install dataset-fashion-mnist"; \
+	  echo "or point FASHION_DIR at a folder holding the four IDX files."; \
+	  exit 1; \
+	fi
+
+demo: $(STAMP) fashion-mnist
+	$(PY) train.py --config=configs/vae_fashion_mnist.py:demo --workdir=$(DEMO_DIR) \
+	  --config.data.path=$(FASHION_DIR)
+	$(PY) sample.py --workdir=$(DEMO_DIR) --num=64 --out=$(DEMO_DIR)/samples.png
+	$(PY) sample.py --workdir=$(DEMO_DIR) --num=64 --reconstruct --out=$(DEMO_DIR)/reconstructions.png
+	@echo "Samples:         $(DEMO_DIR)/samples.png"
+	@echo "Reconstructions: $(DEMO_DIR)/reconstructions.png"
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) bench/vae_throughput.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,150 @@
+"""Config scaffolding shared by every ``configs/*.py``, and validation at the start of a run.
+
+A config file defines ``get_config(arg=None)``; ``arg`` is a comma-separated list of variant
+names (``"tiny"``, ``"tiny,mlp"``). ``base_config()`` holds the keys the engine reads; each
+family adds ``model``, ``loss`` and its own keys.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from jaxgen.data.sources import SOURCES
+from jaxgen.errors import ConfigError
+from jaxgen.families import FAMILIES, get_family
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.family = ""
+    c.seed = 0
+    c.distributed = False  # call jax.distributed.initialize() (also: JAXGEN_DISTRIBUTED=1)
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "idx"  # one of jaxgen.data.sources.SOURCES
+    c.data.path = ""  # folder or file, depending on the source
+    c.data.name = ""  # TFDS name, for source=tfds
+    c.data.train_split = "train"
+    c.data.test_split = "test"
+    c.data.image_shape = (28, 28, 1)  # (H, W, C); checked against the data
+    c.data.num_train = 2048  # procedural sources only
+    c.data.num_test = 512
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adam"
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.b1 = 0.9
+    c.optimizer.b2 = 0.999
+    c.optimizer.weight_decay = 0.0
+    c.optimizer.warmup_steps = 0
+    c.optimizer.decay_steps = 0  # > 0: cosine decay to 0 over this many steps after warm-up
+    c.optimizer.grad_clip = 0.0
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 128  # global, over all devices and hosts
+    c.train.num_steps = 10_000
+    c.train.log_every = 100
+    c.train.eval_every = 1_000  # 0: only at the end
+    c.train.sample_every = 1_000  # 0: only at the end
+    c.train.sample_num = 64
+    c.train.checkpoint_every = 1_000
+    c.train.keep_checkpoints = 3
+    c.train.progress = True
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 100
+    c.eval.num_examples = 1_000  # 0: the whole test split
+    c.eval.final_num_examples = 0  # the eval after the last step; 0: whole test split
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # devices on the data axis; -1: all
+    return c
+
+
+def parse_variants(arg: str | None, known) -> set[str]:
+    variants = {v.strip() for v in (arg or "").split(",") if v.strip()}
+    unknown = variants - set(known)
+    if unknown:
+        raise ConfigError(
+            f"config variant(s) {sorted(unknown)} not known; this config offers {sorted(known)}"
+        )
+    return variants
+
+
+def tiny(c: ml_collections.ConfigDict) -> None:
+    """The ``tiny`` variant's engine settings: a few steps, small batches, small evals."""
+    c.train.batch_size = 16
+    c.train.num_steps = 4
+    c.train.log_every = 2
+    c.train.eval_every = 0
+    c.train.sample_every = 0
+    c.train.sample_num = 16
+    c.train.checkpoint_every = 2
+    c.train.progress = False
+    c.eval.batch_size = 16
+    c.eval.num_examples = 32
+    c.eval.final_num_examples = 32
+
+
+def _positive(c, key):
+    section, name = key.split(".")
+    value = c[section][name]
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key}={value!r} must be a positive integer")
+
+
+def _non_negative(c, key):
+    section, name = key.split(".")
+    value = c[section][name]
+    if not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{key}={value!r} must be an integer >= 0")
+
+
+def validate(config, num_devices: int, process_count: int = 1, need_data: bool = True) -> None:
+    """Check a config before anything is compiled; raise ConfigError naming the bad value."""
+    if config.family not in FAMILIES:
+        raise ConfigError(f"family={config.family!r} is not a known family; expected one of "
+                          f"{FAMILIES}")
+    for key in ("train.batch_size", "train.num_steps", "eval.batch_size", "train.sample_num",
+                "train.keep_checkpoints", "train.log_every"):
+        _positive(config, key)
+    for key in ("train.eval_every", "train.sample_every", "train.checkpoint_every",
+                "eval.num_examples", "eval.final_num_examples"):
+        _non_negative(config, key)
+    data_devices = num_devices if config.mesh.data == -1 else config.mesh.data
+    if config.mesh.data != -1 and (config.mesh.data < 1 or num_devices % config.mesh.data):
+        raise ConfigError(
+            f"mesh.data={config.mesh.data!r} must be -1 (all devices) or a divisor of the "
+            f"{num_devices} devices"
+        )
+    for key in ("train.batch_size", "eval.batch_size"):
+        section, name = key.split(".")
+        value = config[section][name]
+        if value % data_devices or value % process_count:
+            raise ConfigError(
+                f"{key}={value} is not divisible by the {data_devices} devices on the data axis"
+                f" ({process_count} processes); use a multiple of {data_devices * process_count}"
+            )
+    shape = tuple(config.data.image_shape)
+    if len(shape) != 3 or any(not isinstance(s, int) or s < 1 for s in shape):
+        raise ConfigError(f"data.image_shape={shape!r} must be three positive ints (H, W, C)")
+    if config.data.source not in SOURCES:
+        raise ConfigError(f"data.source={config.data.source!r} is not one of {SOURCES}")
+    if need_data and config.data.source in ("idx", "npz", "image_folder", "tfds"):
+        path = config.data.path
+        if not path or not os.path.exists(path):
+            hint = {
+                "idx": "a folder with MNIST-layout IDX files, e.g. "
+                "/usr/share/datasets/fashion-mnist (apt-get install dataset-fashion-mnist)",
+                "npz": "a .npz file with x_train, y_train, x_test, y_test, e.g. "
+                "../shared/data/mnist.npz",
+                "image_folder": "a folder with train/ and test/ subfolders of class folders",
+                "tfds": "a TFDS data dir with the data set already prepared",
+            }[config.data.source]
+            raise ConfigError(
+                f"data.path={path!r} does not exist; data.source={config.data.source!r} needs "
+                f"{hint}. Set it with --config.data.path=..."
+            )
+    get_family(config.family).validate_config(config)

@@ -1,0 +1,61 @@
+"""Pieces every family shares: optimisers, pixel scaling, config checks."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxgen.errors import ConfigError
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def to_unit_interval(images: jax.Array) -> jax.Array:
+    """uint8 ``[0, 255]`` -> float32 ``[0, 1]``."""
+    return images.astype(jnp.float32) / 255.0
+
+
+def make_optimizer(opt) -> optax.GradientTransformation:
+    """Optimiser from ``config.optimizer``: name, learning_rate, warmup_steps, decay_steps
+    (cosine decay to 0 after warm-up when > 0), weight_decay, grad_clip (0: none), b1, b2."""
+    lr = opt.learning_rate
+    if opt.decay_steps > 0:
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, lr, max(opt.warmup_steps, 1), opt.warmup_steps + opt.decay_steps
+        )
+    elif opt.warmup_steps > 0:
+        schedule = optax.linear_schedule(0.0, lr, opt.warmup_steps)
+    else:
+        schedule = lr
+    if opt.name == "adam":
+        tx = optax.adam(schedule, b1=opt.b1, b2=opt.b2)
+    elif opt.name == "adamw":
+        tx = optax.adamw(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
+    else:
+        tx = optax.sgd(schedule, momentum=opt.b1)
+    if opt.grad_clip > 0:
+        tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip), tx)
+    return tx
+
+
+def check_optimizer(opt, prefix: str = "optimizer") -> None:
+    if opt.name not in OPTIMIZERS:
+        raise ConfigError(f"{prefix}.name={opt.name!r} is not one of {OPTIMIZERS}")
+    if not opt.learning_rate > 0:
+        raise ConfigError(f"{prefix}.learning_rate={opt.learning_rate!r} must be > 0")
+    for key in ("warmup_steps", "decay_steps", "weight_decay", "grad_clip"):
+        if opt[key] < 0:
+            raise ConfigError(f"{prefix}.{key}={opt[key]!r} must be >= 0")
+    for key in ("b1", "b2"):
+        if not 0 <= opt[key] < 1:
+            raise ConfigError(f"{prefix}.{key}={opt[key]!r} must be in [0, 1)")
+
+
+def check_choice(config, key: str, choices) -> None:
+    """Raise unless ``config[key]`` (a dotted key) is one of ``choices``."""
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not one of {tuple(choices)}")

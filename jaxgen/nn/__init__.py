@@ -1,0 +1,1 @@
+"""Flax linen modules. Pure: used only through ``init`` / ``apply``."""
