@@ -3,7 +3,10 @@
 This is the README's likelihood result: Bernoulli decoder, training batches binarised afresh
 each step, test NLL by the IWAE estimate (``eval.iwae_k`` samples per test image).
 
-Variants: ``tiny`` (tests), ``mlp`` (MLP pair instead of conv), ``long`` (more steps).
+The default is the MLP encoder/decoder (two hidden layers of 512, 32 latents): on a 2-core CPU
+it trains about ten times faster than the conv pair.
+
+Variants: ``tiny`` (tests), ``conv`` (conv pair instead of the MLP), ``long`` (more steps).
 """
 
 import os
@@ -16,7 +19,7 @@ DEFAULT_PATH = os.path.normpath(os.path.join(_HERE, "..", "..", "shared", "data"
 
 
 def get_config(arg=None):
-    variants = parse_variants(arg, ("tiny", "mlp", "long"))
+    variants = parse_variants(arg, ("tiny", "conv", "long"))
     c = base_config()
     vae.add_defaults(c)
     c.data.source = "npz"
@@ -26,7 +29,7 @@ def get_config(arg=None):
     c.loss.binarize = "dynamic"
     c.model.latent_dim = 32
     c.train.batch_size = 128
-    c.train.num_steps = 30_000
+    c.train.num_steps = 50_000
     c.train.eval_every = 5_000
     c.train.sample_every = 5_000
     c.train.checkpoint_every = 2_000
@@ -36,8 +39,9 @@ def get_config(arg=None):
     c.optimizer.decay_steps = c.train.get_ref("num_steps") - c.optimizer.warmup_steps
     c.eval.iwae_k = 128
     c.eval.final_num_examples = 0  # whole test set at the end
-    if "mlp" in variants:
-        c.model.kind = "mlp"
+    c.model.kind = "mlp"
+    if "conv" in variants:
+        c.model.kind = "conv"
     if "long" in variants:
         c.train.num_steps = 100_000
     if "tiny" in variants:

@@ -71,7 +71,7 @@ class Setup:
 
 def make_setup(config, devices=None, need_data: bool = True) -> Setup:
     maybe_initialize_distributed(config)
-    mesh = make_mesh(config, devices)
+    mesh = make_mesh(devices)
     validate(config, mesh.devices.size, jax.process_count(), need_data=need_data)
     family = get_family(config.family)
     rows = mesh.devices.size
@@ -195,7 +195,8 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_at_step: int | N
             done = step + 1
             n_log += 1
             bar.update(1)
-            if done % cfg.train.log_every == 0 or done == num_steps:
+            stopping = stop.requested or (stop_at_step is not None and done >= stop_at_step)
+            if done % cfg.train.log_every == 0 or done == num_steps or stopping:
                 metrics = jax.device_get(metrics)
                 now = time.time()
                 metrics["examples_per_s"] = n_log * cfg.train.batch_size / max(now - t_log, 1e-9)
@@ -212,7 +213,7 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_at_step: int | N
             if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0:
                 checkpoints.save(done, state)
                 last_saved = done
-            if stop.requested or (stop_at_step is not None and done >= stop_at_step):
+            if stopping:
                 stopped_early = done < num_steps
                 break
     bar.close()

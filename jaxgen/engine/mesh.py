@@ -28,11 +28,9 @@ def maybe_initialize_distributed(config) -> None:
         jax.distributed.initialize()
 
 
-def make_mesh(config=None, devices=None) -> Mesh:
-    """A 1-D mesh over ``devices`` (default: all), or its first ``config.mesh.data`` ones."""
+def make_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over ``devices`` (default: all of them, on every host)."""
     devices = list(jax.devices() if devices is None else devices)
-    if config is not None and config.mesh.data not in (-1, len(devices)):
-        devices = devices[: config.mesh.data]
     return Mesh(np.array(devices), (DATA_AXIS,))
 
 

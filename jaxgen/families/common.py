@@ -10,6 +10,9 @@ from jaxgen.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
+# optax.global_norm is deprecated in favour of optax.tree.norm (newer optax).
+global_norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.global_norm
+
 
 def to_unit_interval(images: jax.Array) -> jax.Array:
     """uint8 ``[0, 255]`` -> float32 ``[0, 1]``."""

@@ -28,6 +28,7 @@ from jaxgen.errors import ConfigError
 from jaxgen.families.common import (
     check_choice,
     check_optimizer,
+    global_norm,
     make_optimizer,
     to_unit_interval,
 )
@@ -157,7 +158,7 @@ def train_step(config, state: State, batch) -> tuple[State, dict]:
         grads, state.opt_state, state.params
     )
     params = optax.apply_updates(state.params, updates)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = global_norm(grads)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 

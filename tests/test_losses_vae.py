@@ -1,0 +1,113 @@
+"""The VAE's pure losses: KL, likelihoods, free bits and the IWAE bound."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+from jaxgen import losses
+
+
+def test_gaussian_kl_matches_monte_carlo():
+    key = jax.random.PRNGKey(0)
+    mean = jnp.array([[0.5, -1.0, 2.0], [0.0, 0.3, -0.2]])
+    logvar = jnp.array([[0.1, -1.5, 0.7], [1.0, -0.3, 0.0]])
+    z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, (400_000, *mean.shape))
+    log_q = losses.diag_gaussian_log_prob(z, mean, logvar)
+    log_p = losses.diag_gaussian_log_prob(z, jnp.zeros_like(z), jnp.zeros_like(z))
+    mc = (log_q - log_p).mean(axis=0)
+    np.testing.assert_allclose(losses.gaussian_kl(mean, logvar), mc, rtol=0.02, atol=0.01)
+    # And KL is zero exactly at the prior.
+    np.testing.assert_allclose(losses.gaussian_kl(jnp.zeros((1, 4)), jnp.zeros((1, 4))), 0.0)
+
+
+def test_bernoulli_log_likelihood_is_the_log_pmf():
+    logits = jnp.array([[[-2.0, 0.5], [3.0, 0.0]]])
+    x = jnp.array([[[0.0, 1.0], [1.0, 0.0]]])
+    p = jax.nn.sigmoid(logits)
+    expected = jnp.sum(jnp.log(jnp.where(x > 0, p, 1 - p)))
+    np.testing.assert_allclose(losses.bernoulli_log_likelihood(x, logits), [expected], rtol=1e-6)
+
+
+@pytest.mark.parametrize("mean,log_scale", [(0.5, -2.0), (0.02, -5.0), (1.4, -3.0),
+                                            (-0.7, 0.5), (0.3, -7.0)])
+def test_discretized_gaussian_sums_to_one_over_the_levels(mean, log_scale):
+    levels = jnp.arange(256, dtype=jnp.float32) / 255.0
+    x = levels.reshape(256, 1, 1, 1)
+    log_p = losses.discretized_gaussian_log_likelihood(
+        x, jnp.full_like(x, mean), jnp.asarray(log_scale)
+    )
+    assert np.all(np.isfinite(log_p))
+    np.testing.assert_allclose(jnp.exp(jax.scipy.special.logsumexp(log_p)), 1.0, atol=2e-4)
+
+
+def test_discretized_gaussian_is_finite_far_in_the_tails():
+    x = jnp.array([0.0, 128 / 255, 1.0]).reshape(3, 1, 1, 1)
+    far = jnp.where(x < 0.5, 1.0, 0.0)  # every level many scales from the mean
+    log_p = losses.discretized_gaussian_log_likelihood(x, far, jnp.asarray(-6.0))
+    assert np.all(np.isfinite(log_p)) and np.all(log_p < -100)
+    grads = jax.grad(lambda m: losses.discretized_gaussian_log_likelihood(
+        x, m, jnp.asarray(-6.0)).sum())(far)
+    assert np.all(np.isfinite(grads))
+
+
+def test_free_bits_hold_the_kl_term_at_the_floor_and_stop_its_gradient():
+    mean = jnp.array([[0.01, 3.0], [0.02, 2.0]])
+    logvar = jnp.zeros_like(mean)
+    plain = losses.kl_with_free_bits(mean, logvar, 0.0)
+    np.testing.assert_allclose(plain, losses.gaussian_kl(mean, logvar).mean(), rtol=1e-6)
+    # Dimension 0 has KL far below 0.5 nats: it is clamped, and gets no gradient.
+    floored = losses.kl_with_free_bits(mean, logvar, 0.5)
+    per_dim = losses.gaussian_kl_per_dim(mean, logvar).mean(axis=0)
+    np.testing.assert_allclose(floored, 0.5 + per_dim[1], rtol=1e-6)
+    grad = jax.grad(lambda m: losses.kl_with_free_bits(m, logvar, 0.5))(mean)
+    np.testing.assert_array_equal(grad[:, 0], 0.0)
+    assert np.all(grad[:, 1] != 0)
+
+
+def _linear_gaussian_problem(seed=0, d=2, D=5):
+    rng = np.random.default_rng(seed)
+    W = rng.normal(size=(D, d))
+    b = rng.normal(size=D)
+    s = 0.7
+    x = rng.normal(size=D) * 2
+    # An encoder that is deliberately off: mean shifted and variance too small.
+    cov = np.linalg.inv(np.eye(d) + W.T @ W / s**2)
+    post_mean = cov @ W.T @ (x - b) / s**2
+    q_mean, q_logvar = post_mean + 0.6, np.log(np.diag(cov)) - 1.0
+    exact = multivariate_normal(b, W @ W.T + s**2 * np.eye(D)).logpdf(x)
+    return W, b, s, x, q_mean, q_logvar, exact
+
+
+def _mean_iwae_bound(problem, k, repeats=4000, seed=1):
+    W, b, s, x, q_mean, q_logvar, _ = problem
+    eps = jax.random.normal(jax.random.PRNGKey(seed), (repeats, k, len(q_mean)))
+    z = q_mean + jnp.exp(0.5 * q_logvar) * eps
+    log_px_z = losses.diag_gaussian_log_prob(
+        jnp.asarray(x), z @ W.T + b, jnp.full(len(x), 2 * np.log(s))
+    )
+    log_pz = losses.diag_gaussian_log_prob(z, jnp.zeros_like(z), jnp.zeros_like(z))
+    log_qz = losses.diag_gaussian_log_prob(z, q_mean, q_logvar)
+    bounds = losses.iwae_bound(log_px_z + log_pz - log_qz, axis=1)
+    return float(bounds.mean()), float(bounds.std() / np.sqrt(repeats))
+
+
+def test_iwae_bound_rises_with_k_and_stays_below_the_exact_log_likelihood():
+    problem = _linear_gaussian_problem()
+    exact = problem[-1]
+    results = {k: _mean_iwae_bound(problem, k) for k in (1, 4, 16, 64, 256)}
+    means = [results[k][0] for k in sorted(results)]
+    for (lo, lo_se), (hi, hi_se) in zip(
+        [results[k] for k in sorted(results)][:-1], [results[k] for k in sorted(results)][1:]
+    ):
+        assert hi > lo + 2 * (lo_se + hi_se), results
+    for m, se in results.values():
+        assert m <= exact + 3 * se, (results, exact)
+    # k = 1 is the ELBO, well below; k = 256 is close to log p(x).
+    assert exact - means[0] > 1.0
+    assert exact - means[-1] < 0.2 * (exact - means[0])
+
+
+def test_bits_per_dim():
+    np.testing.assert_allclose(losses.bits_per_dim(jnp.asarray(784 * np.log(2.0)), 784), 1.0)
