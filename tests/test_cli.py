@@ -1,0 +1,86 @@
+"""train.py and sample.py as a user runs them (subprocesses)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+from conftest import ROOT, load_config, offline_data
+from PIL import Image
+
+CONFIG = "configs/vae_fashion_mnist.py:tiny"
+
+
+def _offline_flags():
+    config = offline_data(load_config(ROOT / "configs" / "vae_fashion_mnist.py", "tiny"))
+    if config.data.source == "shapes":
+        return ["--config.data.source=shapes", "--config.data.num_train=256",
+                "--config.data.num_test=64"]
+    return []
+
+
+def _run(script, *args, timeout=300):
+    return subprocess.run(
+        [sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+def test_train_then_sample_end_to_end(tmp_path):
+    workdir = str(tmp_path / "run")
+    result = _run("train.py", f"--config={CONFIG}", f"--workdir={workdir}", *_offline_flags())
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "summary | steps=4" in result.stdout and "final eval" in result.stdout
+    assert {"checkpoints", "config.json", "metrics.jsonl", "samples"} <= set(os.listdir(workdir))
+
+    out = str(tmp_path / "grid.png")
+    result = _run("sample.py", f"--workdir={workdir}", "--num=9", "--seed=1", f"--out={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    images = np.load(str(tmp_path / "grid.npz"))["images"]
+    assert images.shape == (9, 28, 28, 1) and 0 <= images.min() and images.max() <= 1
+    assert Image.open(out).size[0] > 28 * 3
+
+    result = _run("sample.py", f"--workdir={workdir}", "--num=8", "--reconstruct")
+    assert result.returncode == 0, result.stderr[-3000:]
+    arrays = np.load(os.path.join(workdir, "reconstructions.npz"))
+    assert arrays["originals"].shape == arrays["reconstructions"].shape == (8, 28, 28, 1)
+
+
+def test_sample_without_checkpoint_and_bad_config_exit_with_a_message(tmp_path):
+    result = _run("sample.py", f"--workdir={tmp_path}")
+    assert result.returncode == 2 and "holds no jaxgen run" in result.stderr
+    result = _run("train.py", f"--config={CONFIG}", f"--workdir={tmp_path / 'r'}",
+                  "--config.loss.likelihood=laplace", *_offline_flags())
+    assert result.returncode == 2
+    assert "loss.likelihood='laplace' is not one of" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
+    workdir = tmp_path / "run"
+    args = [sys.executable, "train.py", f"--config={CONFIG}", f"--workdir={workdir}",
+            "--config.train.num_steps=100000", "--config.train.log_every=1",
+            "--config.train.checkpoint_every=0", *_offline_flags()]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "stopped early" in stdout
+    last = json.loads(metrics.read_text().splitlines()[-1])["step"]
+    assert sorted(int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit()) == [last]
+
+    args[4] = f"--config.train.num_steps={last + 2}"
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resumed from checkpoint at step {last}" in result.stdout
+    assert f"summary | steps={last + 2}" in result.stdout
