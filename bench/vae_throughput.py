@@ -1,0 +1,129 @@
+"""VAE training throughput (examples/s) and peak host memory, per config, on this machine.
+
+    python bench/vae_throughput.py [--seconds 20] [--demo]
+
+Each config runs in its own subprocess so that its peak resident memory (ru_maxrss) is its own.
+A subprocess compiles the family's jitted train step, runs 3 warm-up steps, then as many steps as
+fit in ``--seconds`` on random uint8 batches of the config's shape (data loading is not timed:
+this measures the step). ``--demo`` also runs ``make demo`` once and records its wall time and
+the peak memory of its largest process. Results go to ``bench/results/vae_cpu.md``; compare the
+ratios within one table, not absolute numbers across machines or runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = [
+    ("configs/vae_fashion_mnist.py", "tiny"),
+    ("configs/vae_fashion_mnist.py", "demo"),
+    ("configs/vae_fashion_mnist.py", None),
+    ("configs/vae_mnist.py", "tiny"),
+    ("configs/vae_mnist.py", None),
+]
+
+CHILD = r"""
+import functools, importlib.util, json, resource, sys, time
+import jax, numpy as np
+path, arg, seconds = sys.argv[1], sys.argv[2] or None, float(sys.argv[3])
+spec = importlib.util.spec_from_file_location("cfg", path)
+mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+config = mod.get_config(arg)
+from jaxgen.families import get_family
+family = get_family(config.family)
+b = config.train.batch_size
+rng = np.random.default_rng(0)
+def batch():
+    return {"image": rng.integers(0, 256, (b, *config.data.image_shape), dtype=np.uint8),
+            "label": np.zeros(b, np.int32), "index": np.arange(b, dtype=np.int32)}
+state = family.init(config, jax.random.PRNGKey(0), batch())
+step = jax.jit(functools.partial(family.train_step, config), donate_argnums=0)
+t0 = time.perf_counter(); state, m = step(state, batch()); jax.block_until_ready(m)
+compile_s = time.perf_counter() - t0
+for _ in range(3):
+    state, m = step(state, batch())
+jax.block_until_ready(m)
+batches = [batch() for _ in range(8)]
+n, t0 = 0, time.perf_counter()
+while time.perf_counter() - t0 < seconds:
+    state, m = step(state, batches[n % 8]); n += 1
+    if n % 8 == 0:
+        jax.block_until_ready(m)
+jax.block_until_ready(m)
+dt = time.perf_counter() - t0
+print(json.dumps({"steps": n, "seconds": dt, "examples_per_s": n * b / dt, "batch": b,
+                  "compile_s": compile_s,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def run_config(path: str, arg: str | None, seconds: float) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, path, arg or "", str(seconds)],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_demo() -> dict:
+    t0 = time.perf_counter()
+    subprocess.run(["make", "demo", "DEMO_DIR=runs/bench_demo"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"wall_s": wall, "peak_rss_mb": peak}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--demo", action="store_true")
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "vae_cpu.md"))
+    args = parser.parse_args()
+    rows = []
+    for path, arg in CONFIGS:
+        r = run_config(path, arg, args.seconds)
+        name = f"{os.path.basename(path)}{':' + arg if arg else ''}"
+        rows.append((name, r))
+        print(name, json.dumps(r), flush=True)
+    import jax
+
+    lines = [
+        "# VAE train-step throughput on CPU",
+        "",
+        f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, JAX {jax.__version__}",
+        f"- date: {time.strftime('%Y-%m-%d')}; command: `python bench/vae_throughput.py "
+        f"--seconds {args.seconds:g}{' --demo' if args.demo else ''}`",
+        "",
+        "| config | batch | examples/s | ms/step | compile s | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in rows:
+        lines.append(
+            f"| {name} | {r['batch']} | {r['examples_per_s']:.0f} | "
+            f"{1000 * r['seconds'] / r['steps']:.1f} | {r['compile_s']:.1f} | "
+            f"{r['peak_rss_mb']:.0f} |"
+        )
+    if args.demo:
+        d = run_demo()
+        print("demo", json.dumps(d), flush=True)
+        lines += ["", f"`make demo` (install already done): {d['wall_s']:.0f} s wall, "
+                  f"peak RSS of its largest process {d['peak_rss_mb']:.0f} MB."]
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
