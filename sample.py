@@ -25,8 +25,11 @@ _NUM = flags.DEFINE_integer("num", 64, "How many images.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _OUT = flags.DEFINE_string("out", None, "PNG path (default: <workdir>/samples.png).")
 _RECON = flags.DEFINE_bool(
-    "reconstruct", False, "Reconstruct the first --num test images instead (families that "
-    "encode); the grid shows originals and reconstructions in alternate rows.")
+    "reconstruct",
+    False,
+    "Reconstruct the first --num test images instead (families that "
+    "encode); the grid shows originals and reconstructions in alternate rows.",
+)
 flags.mark_flag_as_required("workdir")
 
 # Each family's sampling options become flags; only the chosen family's are passed on.

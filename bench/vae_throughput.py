@@ -68,7 +68,10 @@ print(json.dumps({"steps": n, "seconds": dt, "examples_per_s": n * b / dt, "batc
 def run_config(path: str, arg: str | None, seconds: float) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", CHILD, path, arg or "", str(seconds)],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -76,8 +79,12 @@ def run_config(path: str, arg: str | None, seconds: float) -> dict:
 
 def run_demo() -> dict:
     t0 = time.perf_counter()
-    subprocess.run(["make", "demo", "DEMO_DIR=runs/bench_demo"], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["make", "demo", "DEMO_DIR=runs/bench_demo"],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"wall_s": wall, "peak_rss_mb": peak}
@@ -117,8 +124,11 @@ def main():
     if args.demo:
         d = run_demo()
         print("demo", json.dumps(d), flush=True)
-        lines += ["", f"`make demo` (install already done): {d['wall_s']:.0f} s wall, "
-                  f"peak RSS of its largest process {d['peak_rss_mb']:.0f} MB."]
+        lines += [
+            "",
+            f"`make demo` (install already done): {d['wall_s']:.0f} s wall, "
+            f"peak RSS of its largest process {d['peak_rss_mb']:.0f} MB.",
+        ]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")

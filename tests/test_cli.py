@@ -17,14 +17,20 @@ CONFIG = "configs/vae_fashion_mnist.py:tiny"
 def _offline_flags():
     config = offline_data(load_config(ROOT / "configs" / "vae_fashion_mnist.py", "tiny"))
     if config.data.source == "shapes":
-        return ["--config.data.source=shapes", "--config.data.num_train=256",
-                "--config.data.num_test=64"]
+        return [
+            "--config.data.source=shapes",
+            "--config.data.num_train=256",
+            "--config.data.num_test=64",
+        ]
     return []
 
 
 def _run(script, *args, timeout=300):
     return subprocess.run(
-        [sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, script, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 
@@ -52,8 +58,13 @@ def test_train_then_sample_end_to_end(tmp_path):
 def test_sample_without_checkpoint_and_bad_config_exit_with_a_message(tmp_path):
     result = _run("sample.py", f"--workdir={tmp_path}")
     assert result.returncode == 2 and "holds no jaxgen run" in result.stderr
-    result = _run("train.py", f"--config={CONFIG}", f"--workdir={tmp_path / 'r'}",
-                  "--config.loss.likelihood=laplace", *_offline_flags())
+    result = _run(
+        "train.py",
+        f"--config={CONFIG}",
+        f"--workdir={tmp_path / 'r'}",
+        "--config.loss.likelihood=laplace",
+        *_offline_flags(),
+    )
     assert result.returncode == 2
     assert "loss.likelihood='laplace' is not one of" in result.stderr
     assert "Traceback" not in result.stderr
@@ -61,11 +72,19 @@ def test_sample_without_checkpoint_and_bad_config_exit_with_a_message(tmp_path):
 
 def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     workdir = tmp_path / "run"
-    args = [sys.executable, "train.py", f"--config={CONFIG}", f"--workdir={workdir}",
-            "--config.train.num_steps=100000", "--config.train.log_every=1",
-            "--config.train.checkpoint_every=0", *_offline_flags()]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    args = [
+        sys.executable,
+        "train.py",
+        f"--config={CONFIG}",
+        f"--workdir={workdir}",
+        "--config.train.num_steps=100000",
+        "--config.train.log_every=1",
+        "--config.train.checkpoint_every=0",
+        *_offline_flags(),
+    ]
+    proc = subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:

@@ -44,14 +44,21 @@ def test_unknown_variant_is_named():
     "key,value,message",
     [
         ("family", "vea", r"family='vea' is not a known family; expected one of \('vae',\)"),
-        ("train.batch_size", 12, r"train.batch_size=12 is not divisible by the 8 devices.*"
-                                 r"multiple of 8"),
+        (
+            "train.batch_size",
+            12,
+            r"train.batch_size=12 is not divisible by the 8 devices.*"
+            r"multiple of 8",
+        ),
         ("train.num_steps", -5, r"train.num_steps=-5 must be a positive integer"),
         ("optimizer.learning_rate", -1e-3, r"optimizer.learning_rate=-0.001 must be > 0"),
         ("loss.likelihood", "gauss", r"loss.likelihood='gauss' is not one of"),
         ("loss.beta", -1.0, r"loss.beta=-1.0 must be >= 0"),
-        ("data.path", "/nonexistent/mnist.npz",
-         r"data.path='/nonexistent/mnist.npz' does not exist; data.source='npz' needs"),
+        (
+            "data.path",
+            "/nonexistent/mnist.npz",
+            r"data.path='/nonexistent/mnist.npz' does not exist; data.source='npz' needs",
+        ),
         ("data.source", "csv", r"data.source='csv' is not one of"),
         ("mesh.data", 3, r"mesh.data=3 must be -1 \(all devices\) or the device count, 8"),
         ("eval.iwae_k", 7, r"eval.iwae_k=7 must be >= 1 and a multiple of eval.iwae_chunk"),

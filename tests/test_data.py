@@ -98,8 +98,9 @@ def test_missing_idx_files_say_what_is_expected(tmp_path):
 def test_npz_source_and_its_errors(tmp_path):
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, (12, 6, 6), dtype=np.uint8)
-    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.arange(12), x_test=x[:3],
-             y_test=np.arange(3))
+    np.savez(
+        tmp_path / "d.npz", x_train=x, y_train=np.arange(12), x_test=x[:3], y_test=np.arange(3)
+    )
     train, test = load_splits(_data_config("npz", tmp_path / "d.npz"))
     np.testing.assert_array_equal(train.get(np.array([4]))["image"][0, ..., 0], x[4])
     np.savez(tmp_path / "bad.npz", x_train=x)

@@ -32,8 +32,9 @@ def _run_steps(config, devices, num_steps):
     )
     train, _ = load_splits(config.data)
     for k in range(num_steps):
-        batch = global_batch(train_batch(train, config.seed, k, config.train.batch_size),
-                             setup.mesh)
+        batch = global_batch(
+            train_batch(train, config.seed, k, config.train.batch_size), setup.mesh
+        )
         state, metrics = step_fn(state, batch)
     return state, jax.device_get(metrics)
 

@@ -30,8 +30,9 @@ def test_bernoulli_log_likelihood_is_the_log_pmf():
     np.testing.assert_allclose(losses.bernoulli_log_likelihood(x, logits), [expected], rtol=1e-6)
 
 
-@pytest.mark.parametrize("mean,log_scale", [(0.5, -2.0), (0.02, -5.0), (1.4, -3.0),
-                                            (-0.7, 0.5), (0.3, -7.0)])
+@pytest.mark.parametrize(
+    "mean,log_scale", [(0.5, -2.0), (0.02, -5.0), (1.4, -3.0), (-0.7, 0.5), (0.3, -7.0)]
+)
 def test_discretized_gaussian_sums_to_one_over_the_levels(mean, log_scale):
     levels = jnp.arange(256, dtype=jnp.float32) / 255.0
     x = levels.reshape(256, 1, 1, 1)
@@ -47,8 +48,9 @@ def test_discretized_gaussian_is_finite_far_in_the_tails():
     far = jnp.where(x < 0.5, 1.0, 0.0)  # every level many scales from the mean
     log_p = losses.discretized_gaussian_log_likelihood(x, far, jnp.asarray(-6.0))
     assert np.all(np.isfinite(log_p)) and np.all(log_p < -100)
-    grads = jax.grad(lambda m: losses.discretized_gaussian_log_likelihood(
-        x, m, jnp.asarray(-6.0)).sum())(far)
+    grads = jax.grad(
+        lambda m: losses.discretized_gaussian_log_likelihood(x, m, jnp.asarray(-6.0)).sum()
+    )(far)
     assert np.all(np.isfinite(grads))
 
 
@@ -97,10 +99,9 @@ def test_iwae_bound_rises_with_k_and_stays_below_the_exact_log_likelihood():
     problem = _linear_gaussian_problem()
     exact = problem[-1]
     results = {k: _mean_iwae_bound(problem, k) for k in (1, 4, 16, 64, 256)}
-    means = [results[k][0] for k in sorted(results)]
-    for (lo, lo_se), (hi, hi_se) in zip(
-        [results[k] for k in sorted(results)][:-1], [results[k] for k in sorted(results)][1:]
-    ):
+    ordered = [results[k] for k in sorted(results)]
+    means = [m for m, _ in ordered]
+    for (lo, lo_se), (hi, hi_se) in zip(ordered[:-1], ordered[1:], strict=True):
         assert hi > lo + 2 * (lo_se + hi_se), results
     for m, se in results.values():
         assert m <= exact + 3 * se, (results, exact)

@@ -19,8 +19,7 @@ def _batch(config, step=0, size=16):
 def _loss_and_grads(config, state, batch):
     x = vae._targets(config, jnp.asarray(batch["image"]), jax.random.PRNGKey(1))
     fn = functools.partial(vae.loss_fn, config)
-    return jax.value_and_grad(fn, has_aux=True)(state.params, x, jax.random.PRNGKey(2),
-                                                state.step)
+    return jax.value_and_grad(fn, has_aux=True)(state.params, x, jax.random.PRNGKey(2), state.step)
 
 
 @pytest.mark.parametrize("kind", ["conv", "mlp"])

@@ -49,8 +49,9 @@ def train_batch(
     split: Split, seed: int, step: int, global_batch_size: int, process_index=0, process_count=1
 ) -> dict[str, np.ndarray]:
     """This process's rows of global training batch ``step``, with their example ``index``."""
-    idx = batch_indices(seed, step, global_batch_size, split.num_examples, process_index,
-                        process_count)
+    idx = batch_indices(
+        seed, step, global_batch_size, split.num_examples, process_index, process_count
+    )
     batch = split.get(idx)
     batch["index"] = idx.astype(np.int32)
     return batch

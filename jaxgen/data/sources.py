@@ -135,9 +135,7 @@ def _load_npz(path: str, split: str) -> Split:
             keys = set(f.files)
             xk, yk = f"x_{split}", f"y_{split}"
             if xk not in keys or yk not in keys:
-                raise DataError(
-                    f"{path}: has arrays {sorted(keys)}; expected {xk!r} and {yk!r}"
-                )
+                raise DataError(f"{path}: has arrays {sorted(keys)}; expected {xk!r} and {yk!r}")
             images, labels = f[xk], f[yk]
     except (OSError, ValueError) as e:
         if isinstance(e, DataError):

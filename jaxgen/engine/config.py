@@ -106,13 +106,25 @@ def _non_negative(c, key):
 def validate(config, num_devices: int, process_count: int = 1, need_data: bool = True) -> None:
     """Check a config before anything is compiled; raise ConfigError naming the bad value."""
     if config.family not in FAMILIES:
-        raise ConfigError(f"family={config.family!r} is not a known family; expected one of "
-                          f"{FAMILIES}")
-    for key in ("train.batch_size", "train.num_steps", "eval.batch_size", "train.sample_num",
-                "train.keep_checkpoints", "train.log_every"):
+        raise ConfigError(
+            f"family={config.family!r} is not a known family; expected one of {FAMILIES}"
+        )
+    for key in (
+        "train.batch_size",
+        "train.num_steps",
+        "eval.batch_size",
+        "train.sample_num",
+        "train.keep_checkpoints",
+        "train.log_every",
+    ):
         _positive(config, key)
-    for key in ("train.eval_every", "train.sample_every", "train.checkpoint_every",
-                "eval.num_examples", "eval.final_num_examples"):
+    for key in (
+        "train.eval_every",
+        "train.sample_every",
+        "train.checkpoint_every",
+        "eval.num_examples",
+        "eval.final_num_examples",
+    ):
         _non_negative(config, key)
     if config.mesh.data not in (-1, num_devices):
         raise ConfigError(

@@ -58,8 +58,9 @@ class Setup:
 
     def init_state(self):
         batch = global_batch(example_batch(self.config, self._local_rows()), self.mesh)
-        init = jax.jit(functools.partial(self.family.init, self.config),
-                       out_shardings=self.state_sharding)
+        init = jax.jit(
+            functools.partial(self.family.init, self.config), out_shardings=self.state_sharding
+        )
         return init(jax.random.PRNGKey(self.config.seed), batch)
 
     def _local_rows(self) -> int:
@@ -117,8 +118,9 @@ def _compile_eval(setup: Setup):
 def run_eval(setup: Setup, eval_fn, state, split, num_examples: int) -> dict[str, float]:
     """Mean of the family's eval metrics over the first ``num_examples`` test examples."""
     cfg = setup.config
-    batches = eval_batches(split, cfg.eval.batch_size, num_examples, jax.process_index(),
-                           jax.process_count())
+    batches = eval_batches(
+        split, cfg.eval.batch_size, num_examples, jax.process_index(), jax.process_count()
+    )
     totals, count = None, 0
     for batch in batches:
         metrics = eval_fn(state, global_batch(batch, setup.mesh))
@@ -181,8 +183,13 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_at_step: int | N
     last_train: dict[str, float] = {}
     stopped_early = False
     last_saved = resumed_from
-    bar = tqdm(total=num_steps, initial=start_step, disable=not (cfg.train.progress and is_main),
-               dynamic_ncols=True, desc="train")
+    bar = tqdm(
+        total=num_steps,
+        initial=start_step,
+        disable=not (cfg.train.progress and is_main),
+        dynamic_ncols=True,
+        desc="train",
+    )
     if resumed_from is not None and is_main:
         bar.write(f"resumed from checkpoint at step {resumed_from} in {workdir}")
     t_log, n_log = time.time(), 0
@@ -202,11 +209,13 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_at_step: int | N
                 metrics["examples_per_s"] = n_log * cfg.train.batch_size / max(now - t_log, 1e-9)
                 t_log, n_log = now, 0
                 last_train = writer.write(done, "train", metrics)
-                bar.set_postfix(loss=f"{last_train['loss']:.4g}",
-                                ex_s=f"{metrics['examples_per_s']:.0f}")
+                bar.set_postfix(
+                    loss=f"{last_train['loss']:.4g}", ex_s=f"{metrics['examples_per_s']:.0f}"
+                )
             if cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < num_steps:
-                row = writer.write(done, "eval", run_eval(setup, eval_fn, state, test_split,
-                                                          cfg.eval.num_examples))
+                row = writer.write(
+                    done, "eval", run_eval(setup, eval_fn, state, test_split, cfg.eval.num_examples)
+                )
                 bar.write(_format("eval", row))
             if cfg.train.sample_every and done % cfg.train.sample_every == 0 and done < num_steps:
                 _sample_grid(setup, sample_fn, state, done, workdir)
@@ -222,12 +231,19 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_at_step: int | N
         checkpoints.save(final_step, state, force=True)
     summary: dict[str, Any] = {"step": final_step, "stopped_early": stopped_early}
     if not stopped_early:
-        summary["eval"] = writer.write(final_step, "eval", run_eval(
-            setup, eval_fn, state, test_split, cfg.eval.final_num_examples))
+        summary["eval"] = writer.write(
+            final_step,
+            "eval",
+            run_eval(setup, eval_fn, state, test_split, cfg.eval.final_num_examples),
+        )
         summary["samples"] = _sample_grid(setup, sample_fn, state, final_step, workdir)
     checkpoints.close()
-    summary.update(wall_s=round(time.time() - t_start, 2), train=last_train, workdir=workdir,
-                   contents=sorted(os.listdir(workdir)))
+    summary.update(
+        wall_s=round(time.time() - t_start, 2),
+        train=last_train,
+        workdir=workdir,
+        contents=sorted(os.listdir(workdir)),
+    )
     if is_main:
         print(_summary_line(summary), flush=True)
     return state, summary
@@ -243,8 +259,9 @@ def evaluate(workdir: str, eval_config=None, devices=None) -> dict[str, float]:
     setup = make_setup(config, devices)
     state = restore_state(setup, workdir)
     _, test_split = load_splits(config.data)
-    metrics = run_eval(setup, _compile_eval(setup), state, test_split,
-                       config.eval.final_num_examples)
+    metrics = run_eval(
+        setup, _compile_eval(setup), state, test_split, config.eval.final_num_examples
+    )
     MetricsWriter(workdir).write(int(state.step), "final_eval", metrics)
     return metrics
 
@@ -281,7 +298,8 @@ def _summary_line(summary: dict) -> str:
         f"steps={summary['step']}",
         f"wall={summary['wall_s']:.1f}s",
         "stopped early (checkpoint saved; run again to resume)"
-        if summary["stopped_early"] else "finished",
+        if summary["stopped_early"]
+        else "finished",
         "last train: " + " ".join(f"{k}={v:.4g}" for k, v in train.items()),
     ]
     if "eval" in summary:

@@ -195,9 +195,7 @@ def iwae_log_likelihood(config, params, x: jax.Array, keys: jax.Array, k: int, c
     d = config.model.latent_dim
 
     def one_chunk(c):
-        eps = jax.vmap(lambda key: jax.random.normal(jax.random.fold_in(key, c), (chunk, d)))(
-            keys
-        )
+        eps = jax.vmap(lambda key: jax.random.normal(jax.random.fold_in(key, c), (chunk, d)))(keys)
         return log_importance_weights(config, params, x, jnp.swapaxes(eps, 0, 1))
 
     log_w = jax.lax.map(one_chunk, jnp.arange(k // chunk))

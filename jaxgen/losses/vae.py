@@ -56,9 +56,7 @@ def kl_with_free_bits(mean: jax.Array, logvar: jax.Array, free_bits: float) -> j
 
 def diag_gaussian_log_prob(z: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
     """log N(z; mean, diag(exp(logvar))), summed over the last axis. Broadcasts leading axes."""
-    return -0.5 * jnp.sum(
-        _LOG_2PI + logvar + jnp.square(z - mean) * jnp.exp(-logvar), axis=-1
-    )
+    return -0.5 * jnp.sum(_LOG_2PI + logvar + jnp.square(z - mean) * jnp.exp(-logvar), axis=-1)
 
 
 def bernoulli_log_likelihood(x: jax.Array, logits: jax.Array) -> jax.Array:
