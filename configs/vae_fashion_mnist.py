@@ -34,6 +34,9 @@ def get_config(arg=None):
         c.loss.likelihood = "bernoulli"
         c.loss.binarize = "dynamic"
     if "demo" in variants:
+        # Narrower convs: about 3x the throughput of (32, 64) on a 2-core CPU.
+        c.model.channels = (16, 32)
+        c.model.hidden = (256,)
         c.train.num_steps = 2_000
         c.train.eval_every = 1_000
         c.train.sample_every = 1_000
