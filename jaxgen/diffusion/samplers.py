@@ -12,8 +12,8 @@ Solvers and their model calls (NFE) for ``steps = N``:
 |---|---|---|
 | ``ddpm`` | ancestral: posterior mean + noise (variance ``beta_tilde`` or ``beta``) | N |
 | ``ddim`` | Song et al. 2021, ``eta`` (0: deterministic, = DPM-Solver-1) | N |
-| ``dpm_solver`` | Lu et al. 2022, noise prediction; ``order`` 1-3, ``method`` singlestep or multistep | N |
-| ``dpm_solver++`` | Lu et al. 2022b, data prediction; 2S (singlestep order 2), 2M, 3M (multistep) | N |
+| ``dpm_solver`` | Lu et al. 2022, noise prediction; ``order`` 1-3, single- or multistep | N |
+| ``dpm_solver++`` | Lu et al. 2022b, data prediction: 2S, 2M, 3M | N |
 
 ``denoise_to_zero`` adds one call. Singlestep order ``k`` uses ``ceil(N / k)`` steps, the last of
 lower order when ``k`` does not divide ``N``. Multistep solvers warm up (order 1, then 2, ...)
