@@ -32,12 +32,19 @@ _RECON = flags.DEFINE_bool(
 )
 flags.mark_flag_as_required("workdir")
 
-# Each family's sampling options become flags; only the chosen family's are passed on.
+# Each family's sampling options become flags, typed by their defaults; only the chosen
+# family's options are passed on.
+_DEFINE = {
+    bool: flags.DEFINE_bool,
+    int: flags.DEFINE_integer,
+    float: flags.DEFINE_float,
+    str: flags.DEFINE_string,
+}
 _OPTION_FLAGS = {}
 for _name in FAMILIES:
     for _opt, (_default, _help) in get_family(_name).SAMPLE_OPTIONS.items():
         if _opt not in _OPTION_FLAGS:
-            _OPTION_FLAGS[_opt] = flags.DEFINE_float(_opt, _default, _help)
+            _OPTION_FLAGS[_opt] = _DEFINE[type(_default)](_opt, _default, _help)
 
 
 def _reconstructions(setup, state, num):
