@@ -35,8 +35,15 @@ REFERENCE = exact_flow(SCHEDULE, X_T, 1.0, SCHEDULE.t_min)
 
 
 def _error(steps, **kwargs):
-    fn = functools.partial(sample, gaussian_eps(SCHEDULE), schedule=SCHEDULE, steps=steps,
-                           lower_order_final=False, spacing="logSNR", **kwargs)
+    fn = functools.partial(
+        sample,
+        gaussian_eps(SCHEDULE),
+        schedule=SCHEDULE,
+        steps=steps,
+        lower_order_final=False,
+        spacing="logSNR",
+        **kwargs,
+    )
     return float(jnp.sqrt(jnp.mean((jax.jit(fn)(X_T) - REFERENCE) ** 2)))
 
 
@@ -89,9 +96,11 @@ def test_ancestral_sampling_reproduces_the_data_variance(solver, eta):
     # Ancestral steps replace p(x0 | x_t) by its mean, which is exact only as steps shrink:
     # use the whole training chain (t_N ... t_1).
     steps = SCHEDULE.num_steps - 1
-    x = jax.jit(functools.partial(sample, gaussian_eps(SCHEDULE), schedule=SCHEDULE,
-                                  solver=solver, eta=eta, steps=steps))(
-        x_T, rng=jax.random.PRNGKey(2))
+    x = jax.jit(
+        functools.partial(
+            sample, gaussian_eps(SCHEDULE), schedule=SCHEDULE, solver=solver, eta=eta, steps=steps
+        )
+    )(x_T, rng=jax.random.PRNGKey(2))
     t = SCHEDULE.t_min
     expected = SCHEDULE.alpha(t) ** 2 * DATA_STD**2 + SCHEDULE.sigma(t) ** 2
     # The sample variance of n normal draws has relative standard error sqrt(2 / n) = 1%.
@@ -200,8 +209,14 @@ def test_bad_schedule_and_solver_arguments_are_named():
     with pytest.raises(ValueError, match="solver='euler' is not one of"):
         sample(gaussian_eps(SCHEDULE), X_T, SCHEDULE, solver="euler")
     with pytest.raises(ValueError, match="2S, 2M and 3M"):
-        sample(gaussian_eps(SCHEDULE), X_T, SCHEDULE, solver="dpm_solver++", order=3,
-               method="singlestep")
+        sample(
+            gaussian_eps(SCHEDULE),
+            X_T,
+            SCHEDULE,
+            solver="dpm_solver++",
+            order=3,
+            method="singlestep",
+        )
 
 
 # --------------------------------------------------------------------------- predictions

@@ -38,8 +38,9 @@ METHODS = ("multistep", "singlestep")
 _LOWER_ORDER_FINAL_BELOW = 15
 
 
-def timesteps(schedule: Schedule, steps: int, spacing: str = "time_uniform", t_start=None,
-              t_end=None) -> jax.Array:
+def timesteps(
+    schedule: Schedule, steps: int, spacing: str = "time_uniform", t_start=None, t_end=None
+) -> jax.Array:
     """``steps + 1`` times from ``t_start`` down to ``t_end`` (float32)."""
     t_start = schedule.t_max if t_start is None else t_start
     t_end = schedule.t_min if t_end is None else t_end
@@ -56,8 +57,9 @@ def timesteps(schedule: Schedule, steps: int, spacing: str = "time_uniform", t_s
 class _Model:
     """Wraps ``model_fn`` to give float32 noise and data predictions at time ``t``."""
 
-    def __init__(self, model_fn, schedule, prediction, thresholding, threshold_ratio,
-                 threshold_max):
+    def __init__(
+        self, model_fn, schedule, prediction, thresholding, threshold_ratio, threshold_max
+    ):
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction={prediction!r} is not one of {PREDICTIONS}")
         self.fn, self.schedule, self.prediction = model_fn, schedule, prediction
@@ -134,27 +136,39 @@ def _singlestep_update(model, x, eps_s, x0_s, s, t, order: int, schedule, data_p
         if data_prediction:
             u = sg(s1) / sg(s) * x - a(s1) * jnp.expm1(-r1 * h) * x0_s
             _, x0_1 = model(u, s1)
-            return (sg(t) / sg(s) * x - a(t) * jnp.expm1(-h) * x0_s
-                    - 0.5 / r1 * a(t) * jnp.expm1(-h) * (x0_1 - x0_s))
+            return (
+                sg(t) / sg(s) * x
+                - a(t) * jnp.expm1(-h) * x0_s
+                - 0.5 / r1 * a(t) * jnp.expm1(-h) * (x0_1 - x0_s)
+            )
         u = a(s1) / a(s) * x - sg(s1) * jnp.expm1(r1 * h) * eps_s
         eps_1, _ = model(u, s1)
-        return (a(t) / a(s) * x - sg(t) * jnp.expm1(h) * eps_s
-                - 0.5 / r1 * sg(t) * jnp.expm1(h) * (eps_1 - eps_s))
+        return (
+            a(t) / a(s) * x
+            - sg(t) * jnp.expm1(h) * eps_s
+            - 0.5 / r1 * sg(t) * jnp.expm1(h) * (eps_1 - eps_s)
+        )
     if data_prediction:
-        raise ValueError("singlestep order 3 is offered for dpm_solver (noise prediction) only; "
-                         "use dpm_solver++ with method='multistep' for 3M")
+        raise ValueError(
+            "singlestep order 3 is offered for dpm_solver (noise prediction) only; "
+            "use dpm_solver++ with method='multistep' for 3M"
+        )
     r1, r2 = 1.0 / 3.0, 2.0 / 3.0
     s1 = schedule.t_from_log_snr(lam_s + r1 * h)
     s2 = schedule.t_from_log_snr(lam_s + r2 * h)
     u1 = a(s1) / a(s) * x - sg(s1) * jnp.expm1(r1 * h) * eps_s
     eps_1, _ = model(u1, s1)
     d1 = eps_1 - eps_s
-    u2 = (a(s2) / a(s) * x - sg(s2) * jnp.expm1(r2 * h) * eps_s
-          - sg(s2) * (r2 / r1) * (jnp.expm1(r2 * h) / (r2 * h) - 1.0) * d1)
+    u2 = (
+        a(s2) / a(s) * x
+        - sg(s2) * jnp.expm1(r2 * h) * eps_s
+        - sg(s2) * (r2 / r1) * (jnp.expm1(r2 * h) / (r2 * h) - 1.0) * d1
+    )
     eps_2, _ = model(u2, s2)
     d2 = eps_2 - eps_s
-    return (a(t) / a(s) * x - sg(t) * jnp.expm1(h) * eps_s
-            - sg(t) / r2 * (jnp.expm1(h) / h - 1.0) * d2)
+    return (
+        a(t) / a(s) * x - sg(t) * jnp.expm1(h) * eps_s - sg(t) / r2 * (jnp.expm1(h) / h - 1.0) * d2
+    )
 
 
 # --------------------------------------------------------------------------- whole solvers
@@ -235,8 +249,7 @@ def _singlestep(model, x, schedule, order, data_prediction, spacing, t_start, t_
     x, _ = jax.lax.scan(body, x, (ts[:full], ts[1 : full + 1]))
     if rest:
         eps, x0 = model(x, ts[-2])
-        x = _singlestep_update(model, x, eps, x0, ts[-2], ts[-1], rest, schedule,
-                               data_prediction)
+        x = _singlestep_update(model, x, eps, x0, ts[-2], ts[-1], rest, schedule, data_prediction)
     return x
 
 
@@ -295,11 +308,11 @@ def sample(
         x = _ddim_or_ddpm(model, x, ts, schedule, solver, eta, ddpm_variance, rng)
     elif method == "multistep":
         ts = timesteps(schedule, steps, spacing, t_start, t_end)
-        x = _multistep(model, x, ts, schedule, order, solver == "dpm_solver++",
-                       lower_order_final)
+        x = _multistep(model, x, ts, schedule, order, solver == "dpm_solver++", lower_order_final)
     else:
-        x = _singlestep(model, x, schedule, order, solver == "dpm_solver++", spacing, t_start,
-                        t_end, steps)
+        x = _singlestep(
+            model, x, schedule, order, solver == "dpm_solver++", spacing, t_start, t_end, steps
+        )
     if denoise_to_zero:
         _, x = model(x, jnp.float32(t_end_value))
     return x

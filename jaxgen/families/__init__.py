@@ -10,7 +10,7 @@ from types import ModuleType
 
 from jaxgen.errors import ConfigError
 
-FAMILIES = ("vae",)
+FAMILIES = ("vae", "diffusion")
 
 
 def get_family(name: str) -> ModuleType:

@@ -1,0 +1,248 @@
+"""A denoising UNet in the style of DDPM (Ho et al. 2020), for noise, data or velocity prediction.
+
+Layout, for ``channel_mult = (m_0, .., m_{L-1})`` and base width ``channels``:
+
+- time ``t`` in (0, 1] is scaled by 1000 (the discrete step scale the architecture was tuned for),
+  embedded sinusoidally to ``channels`` features and passed through a two-layer MLP of width
+  ``4 * channels``; with ``num_classes > 0`` a learned class embedding (``num_classes + 1``
+  rows, the last one the *null* class used for classifier-free guidance) is added to it;
+- a 3x3 input convolution, then ``L`` levels going down: ``num_res_blocks`` residual blocks of
+  width ``channels * m_i`` (each followed by self-attention when the feature map's side is in
+  ``attention_resolutions``) and a stride-2 convolution between levels;
+- a middle of residual block, attention, residual block;
+- ``L`` levels going up with ``num_res_blocks + 1`` residual blocks each, every one fed the
+  concatenation of the current features and one stored skip, and a nearest-neighbour upsampling
+  plus 3x3 convolution between levels;
+- GroupNorm, SiLU and a 3x3 output convolution back to the input's channel count.
+
+GroupNorm uses 32 groups, or fewer for narrow layers so that every group keeps at least 4
+channels (see ``num_groups``).
+
+The convolutions that close a residual branch, the attention output projection and the output
+convolution start at zero, so at initialisation every block is the identity and the model
+predicts 0.
+
+Mixed precision: parameters are always float32; ``dtype`` is the compute dtype (e.g. bfloat16);
+normalisation statistics and the attention softmax run in float32, and the output is float32.
+
+Shapes: ``x: [B, H, W, C]`` (in [-1, 1] for images), ``t: [B]``, ``y: [B]`` int or ``None``;
+the output has the shape of ``x``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+TIME_SCALE = 1000.0
+
+
+def num_groups(channels: int, max_groups: int = 32, min_group_size: int = 4) -> int:
+    """GroupNorm's group count: the largest divisor of ``channels`` that is at most
+    ``max_groups`` and leaves at least ``min_group_size`` channels per group (32 for DDPM's
+    widths of 128 and more).
+
+    Groups of one channel would be instance norm, which subtracts every per-channel constant,
+    and so would erase the time and class embeddings that the residual blocks add per channel
+    just before their second norm; narrow test-sized UNets would then ignore ``t`` and ``y``.
+    """
+    for g in range(max(1, min(max_groups, channels // min_group_size)), 0, -1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
+    """Sinusoidal features of ``t: [B]``: ``[B, dim]``, sines then cosines, in float32.
+
+    Frequencies fall geometrically from 1 to ``1 / max_period``; an odd ``dim`` gets a zero
+    column at the end.
+    """
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / max(half - 1, 1))
+    angles = jnp.asarray(t, jnp.float32)[:, None] * freqs[None, :]
+    emb = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+    if dim % 2:
+        emb = jnp.pad(emb, ((0, 0), (0, 1)))
+    return emb
+
+
+def _norm(channels: int, dtype: Any) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=num_groups(channels), dtype=dtype, param_dtype=jnp.float32)
+
+
+def _conv(features: int, dtype: Any, stride: int = 1, zero: bool = False, kernel: int = 3):
+    pad = kernel // 2
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=((pad, pad), (pad, pad)),
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.initializers.zeros if zero else nn.initializers.lecun_normal(),
+    )
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv, plus a projection of the time embedding, then
+    GroupNorm-SiLU-dropout-conv (zero-initialised); a 1x1 projection on the skip path when the
+    width changes."""
+
+    features: int
+    dropout: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, emb: jax.Array, deterministic: bool = True) -> jax.Array:
+        in_features = x.shape[-1]
+        h = nn.silu(_norm(in_features, self.dtype)(x))
+        h = _conv(self.features, self.dtype)(h)
+        proj = nn.Dense(self.features, dtype=self.dtype, param_dtype=jnp.float32, name="emb_proj")
+        h = h + proj(nn.silu(emb))[:, None, None, :]
+        h = nn.silu(_norm(self.features, self.dtype)(h))
+        h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+        h = _conv(self.features, self.dtype, zero=True)(h)
+        if in_features != self.features:
+            x = nn.Dense(self.features, dtype=self.dtype, param_dtype=jnp.float32, name="skip")(x)
+        return x + h
+
+
+class AttentionBlock(nn.Module):
+    """Self-attention over the ``H * W`` positions, with a residual connection; the output
+    projection starts at zero. ``num_heads`` splits the channels evenly."""
+
+    num_heads: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, hgt, wid, c = x.shape
+        if c % self.num_heads:
+            raise ValueError(f"attention: {c} channels do not split into {self.num_heads} heads")
+        head = c // self.num_heads
+        h = _norm(c, self.dtype)(x).reshape(b, hgt * wid, c)
+        dense = lambda name: nn.Dense(c, dtype=self.dtype, param_dtype=jnp.float32, name=name)
+        split = lambda a: a.reshape(b, hgt * wid, self.num_heads, head)
+        q, k, v = (split(dense(n)(h)) for n in ("query", "key", "value"))
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        weights = jax.nn.softmax(logits / math.sqrt(head), axis=-1).astype(self.dtype)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, hgt * wid, c)
+        out = nn.Dense(
+            c,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=nn.initializers.zeros,
+            name="out",
+        )(out)
+        return x + out.reshape(b, hgt, wid, c)
+
+
+class Downsample(nn.Module):
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return _conv(x.shape[-1], self.dtype, stride=2)(x)
+
+
+class Upsample(nn.Module):
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # nearest neighbour, x2
+        return _conv(x.shape[-1], self.dtype)(x)
+
+
+class UNet(nn.Module):
+    """The denoiser ``f(x, t, y)``; see the module docstring for the layout.
+
+    ``num_classes = 0``: unconditional (``y`` must be ``None``). Otherwise ``y`` holds labels in
+    ``0..num_classes``, where ``num_classes`` is the null class; ``y = None`` means all null.
+    Dropout needs ``deterministic=False`` and a ``'dropout'`` rng.
+    """
+
+    channels: int = 128
+    channel_mult: Sequence[int] = (1, 2, 2, 2)
+    num_res_blocks: int = 2
+    attention_resolutions: Sequence[int] = (16,)
+    dropout: float = 0.1
+    num_classes: int = 0
+    num_heads: int = 1
+    out_channels: int | None = None
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        t: jax.Array,
+        y: jax.Array | None = None,
+        deterministic: bool = True,
+    ) -> jax.Array:
+        dt = self.dtype
+        out_channels = self.out_channels or x.shape[-1]
+        emb_dim = 4 * self.channels
+        t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x.shape[0],))
+
+        emb = timestep_embedding(t * TIME_SCALE, self.channels)
+        emb = nn.Dense(emb_dim, dtype=dt, param_dtype=jnp.float32, name="time_in")(emb)
+        emb = nn.Dense(emb_dim, dtype=dt, param_dtype=jnp.float32, name="time_out")(nn.silu(emb))
+        if self.num_classes > 0:
+            if y is None:
+                y = jnp.full((x.shape[0],), self.num_classes, jnp.int32)
+            table = nn.Embed(
+                self.num_classes + 1, emb_dim, dtype=dt, param_dtype=jnp.float32, name="class_emb"
+            )
+            emb = emb + table(jnp.asarray(y, jnp.int32))
+        elif y is not None:
+            raise ValueError("labels were given to an unconditional UNet (num_classes=0)")
+
+        res = lambda f: ResBlock(f, self.dropout, dt)
+        attn = lambda: AttentionBlock(self.num_heads, dt)
+
+        h = _conv(self.channels, dt)(x.astype(dt))
+        skips = [h]
+        for level, mult in enumerate(self.channel_mult):
+            for _ in range(self.num_res_blocks):
+                h = res(self.channels * mult)(h, emb, deterministic)
+                if h.shape[1] in self.attention_resolutions:
+                    h = attn()(h)
+                skips.append(h)
+            if level != len(self.channel_mult) - 1:
+                h = Downsample(dt)(h)
+                skips.append(h)
+
+        h = res(h.shape[-1])(h, emb, deterministic)
+        h = attn()(h)
+        h = res(h.shape[-1])(h, emb, deterministic)
+
+        for level, mult in reversed(list(enumerate(self.channel_mult))):
+            for _ in range(self.num_res_blocks + 1):
+                h = jnp.concatenate([h, skips.pop()], axis=-1)
+                h = res(self.channels * mult)(h, emb, deterministic)
+                if h.shape[1] in self.attention_resolutions:
+                    h = attn()(h)
+            if level != 0:
+                h = Upsample(dt)(h)
+        assert not skips
+
+        h = nn.silu(_norm(h.shape[-1], dt)(h))
+        h = _conv(out_channels, dt, zero=True)(h)
+        return h.astype(jnp.float32)
+
+
+def count_params(model: UNet, image_shape: Sequence[int]) -> int:
+    """Parameter count of ``model`` on ``[1, *image_shape]`` inputs, by shape inference only."""
+    x = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+    t = jax.ShapeDtypeStruct((1,), jnp.float32)
+    y = jax.ShapeDtypeStruct((1,), jnp.int32) if model.num_classes > 0 else None
+    init = lambda x, t, y: model.init(jax.random.PRNGKey(0), x, t, y)
+    shapes = jax.eval_shape(init, x, t, y)
+    return sum(math.prod(a.shape) for a in jax.tree.leaves(shapes["params"]))
