@@ -103,3 +103,36 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resumed from checkpoint at step {last}" in result.stdout
     assert f"summary | steps={last + 2}" in result.stdout
+
+
+def test_sample_py_runs_every_diffusion_solver(tmp_path):
+    workdir = str(tmp_path / "diff")
+    result = _run(
+        "train.py",
+        "--config=configs/diffusion_fashion_mnist.py:tiny",
+        f"--workdir={workdir}",
+        *_offline_flags(),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for solver, extra in (
+        ("ddpm", []),
+        ("ddim", ["--eta=0.5"]),
+        ("dpm_solver", ["--order=3"]),
+        ("dpm_solver++", ["--method=singlestep"]),
+    ):
+        out = str(tmp_path / f"{solver}.png")
+        result = _run(
+            "sample.py",
+            f"--workdir={workdir}",
+            "--num=4",
+            f"--solver={solver}",
+            "--steps=6",
+            *extra,
+            f"--out={out}",
+        )
+        assert result.returncode == 0, (solver, result.stderr[-3000:])
+        images = np.load(out.replace(".png", ".npz"))["images"]
+        assert images.shape == (4, 28, 28, 1) and np.isfinite(images).all()
+        assert 0 <= images.min() and images.max() <= 1 and images.std() > 0
+    result = _run("sample.py", f"--workdir={workdir}", "--solver=euler")
+    assert result.returncode == 2 and "solver='euler' is not one of" in result.stderr

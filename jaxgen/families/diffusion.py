@@ -37,9 +37,12 @@ from jaxgen.nn.unet import UNet
 
 SCHEDULES = ("linear", "cosine", "linear_vp")
 SAMPLE_OPTIONS = {
-    "steps": (0.0, "diffusion: solver steps (0: the config's sampler.steps)."),
+    "solver": ("", "diffusion: ddpm, ddim, dpm_solver or dpm_solver++ ('': config's sampler)."),
+    "steps": (0, "diffusion: solver steps, = model calls (0: the config's sampler.steps)."),
+    "order": (0, "diffusion: solver order 1-3 (0: the config's sampler.order)."),
+    "method": ("", "diffusion: multistep or singlestep ('': the config's sampler.method)."),
     "eta": (-1.0, "diffusion: DDIM eta (< 0: the config's sampler.eta)."),
-    "label": (-1.0, "diffusion: class of every sample (< 0: classes in turn; conditional only)."),
+    "label": (-1, "diffusion: class of every sample (< 0: classes in turn; conditional only)."),
 }
 _EVAL_SALT = 0x7FFFFFFF  # folds the eval key away from every training step's key
 
