@@ -43,7 +43,11 @@ def test_unknown_variant_is_named():
 @pytest.mark.parametrize(
     "key,value,message",
     [
-        ("family", "vea", r"family='vea' is not a known family; expected one of \('vae',\)"),
+        (
+            "family",
+            "vea",
+            r"family='vea' is not a known family; expected one of \('vae', 'diffusion'\)",
+        ),
         (
             "train.batch_size",
             12,
@@ -76,7 +80,7 @@ def test_bad_values_give_clear_errors_before_compiling(key, value, message, tmp_
 
 
 def test_conv_model_needs_divisible_image_size():
-    config = load_config(CONFIGS[0], "tiny")
+    config = load_config(CONFIGS[[p.stem for p in CONFIGS].index("vae_mnist")], "tiny")
     config.data.source, config.data.image_shape = "shapes", (18, 18, 1)
     config.model.kind, config.model.channels = "conv", (8, 8)
     with pytest.raises(ConfigError, match=r"data.image_shape=\(18, 18\) must be divisible by 4"):

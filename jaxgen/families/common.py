@@ -19,6 +19,16 @@ def to_unit_interval(images: jax.Array) -> jax.Array:
     return images.astype(jnp.float32) / 255.0
 
 
+_EVAL_SALT = 0x7FFFFFFF  # folds eval keys away from every training step's key
+
+
+def example_keys(rng: jax.Array, index: jax.Array) -> jax.Array:
+    """One PRNG key per held-out example, fixed by its index (``batch["index"]``), so eval
+    noise does not depend on batching, device count or how many evals ran before."""
+    base = jax.random.fold_in(rng, _EVAL_SALT)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(index)
+
+
 def make_optimizer(opt) -> optax.GradientTransformation:
     """Optimiser from ``config.optimizer``: name, learning_rate, warmup_steps, decay_steps
     (cosine decay to 0 after warm-up when > 0), weight_decay, grad_clip (0: none), b1, b2."""

@@ -32,7 +32,13 @@ import optax
 from jaxgen import diffusion as dfn
 from jaxgen.diffusion.samplers import METHODS
 from jaxgen.errors import ConfigError
-from jaxgen.families.common import check_choice, check_optimizer, global_norm, make_optimizer
+from jaxgen.families.common import (
+    check_choice,
+    check_optimizer,
+    example_keys,
+    global_norm,
+    make_optimizer,
+)
 from jaxgen.nn.unet import UNet
 
 SCHEDULES = ("linear", "cosine", "linear_vp")
@@ -44,7 +50,6 @@ SAMPLE_OPTIONS = {
     "eta": (-1.0, "diffusion: DDIM eta (< 0: the config's sampler.eta)."),
     "label": (-1, "diffusion: class of every sample (< 0: classes in turn; conditional only)."),
 }
-_EVAL_SALT = 0x7FFFFFFF  # folds the eval key away from every training step's key
 
 
 @flax.struct.dataclass
@@ -256,19 +261,13 @@ def train_step(config, state: State, batch) -> tuple[State, dict]:
     return new_state, metrics
 
 
-def _example_keys(state: State, index: jax.Array) -> jax.Array:
-    """One key per test example, fixed by its index: eval is repeatable across runs."""
-    base = jax.random.fold_in(state.rng, _EVAL_SALT)
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(index)
-
-
 def eval_step(config, state: State, batch) -> dict:
     """The denoising loss on held-out images, each with a time and noise fixed by its index.
 
     ``loss`` uses the EMA weights (what sampling uses), ``loss_online`` the raw parameters;
     labels are the true ones (no label dropout) for conditional models.
     """
-    keys = _example_keys(state, batch["index"])
+    keys = example_keys(state.rng, batch["index"])
     x0 = to_model_range(batch["image"])
     schedule = make_schedule(config)
     t = jax.vmap(lambda k: sample_times(config, schedule, jax.random.fold_in(k, 0), 1)[0])(keys)

@@ -28,6 +28,7 @@ from jaxgen.errors import ConfigError
 from jaxgen.families.common import (
     check_choice,
     check_optimizer,
+    example_keys,
     global_norm,
     make_optimizer,
     to_unit_interval,
@@ -38,7 +39,6 @@ LIKELIHOODS = ("bernoulli", "discretized_gaussian")
 BINARIZE = ("dynamic", "none")
 MODEL_KINDS = ("conv", "mlp")
 SAMPLE_OPTIONS = {"temperature": (1.0, "VAE: scale of the prior noise (1 = the prior).")}
-_EVAL_SALT = 0x7FFFFFFF  # folds the eval key away from every training step's key
 _MIN_LOG_SCALE = -7.0
 
 
@@ -163,12 +163,6 @@ def train_step(config, state: State, batch) -> tuple[State, dict]:
     return new_state, metrics
 
 
-def _example_keys(state: State, index: jax.Array) -> jax.Array:
-    """One key per test example, fixed by its index: eval is repeatable across runs."""
-    base = jax.random.fold_in(state.rng, _EVAL_SALT)
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(index)
-
-
 def log_importance_weights(config, params, x: jax.Array, eps: jax.Array) -> jax.Array:
     """``log p(x, z_i) - log q(z_i | x)`` for ``z_i = mean + sigma * eps[i]``.
 
@@ -204,7 +198,7 @@ def iwae_log_likelihood(config, params, x: jax.Array, keys: jax.Array, k: int, c
 
 def eval_step(config, state: State, batch) -> dict:
     """Held-out ELBO terms and the IWAE NLL estimate (``eval.iwae_k`` samples), batch means."""
-    keys = _example_keys(state, batch["index"])
+    keys = example_keys(state.rng, batch["index"])
     images = to_unit_interval(batch["image"])
     if config.loss.likelihood == "bernoulli" and config.loss.binarize == "dynamic":
         draws = jax.vmap(lambda key, im: jax.random.bernoulli(jax.random.fold_in(key, 0), im))
