@@ -52,12 +52,5 @@ def get_config(arg=None):
         c.data.source = "shapes"
         c.data.image_shape = (16, 16, 1)
         c.data.num_train, c.data.num_test = 256, 64
-        c.model.channels = 8
-        c.model.channel_mult = (1,)  # no down-sampling: compiles in half the time
-        c.model.num_res_blocks = 1
-        c.model.attention_resolutions = ()  # the middle block keeps its attention
-        c.model.dropout = 0.0
-        c.optimizer.warmup_steps = 0
-        c.diffusion.ema_decay = 0.9
-        c.sampler.steps = 4
+        diffusion.tiny_model(c)
     return c
