@@ -48,6 +48,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/vae_throughput.py
+	$(PY) bench/diffusion_solver_error.py
+	$(PY) bench/diffusion_throughput.py
 
 clean:
 	rm -rf $(VENV) runs

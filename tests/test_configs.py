@@ -15,14 +15,15 @@ def _variants(path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     doc = module.__doc__ or ""
-    return [v for v in ("tiny", "demo", "mlp", "conv", "bernoulli", "long") if f"``{v}``" in doc]
+    known = ("tiny", "demo", "cpu", "cond", "mlp", "conv", "bernoulli", "long")
+    return [v for v in known if f"``{v}``" in doc]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_every_config_and_variant_loads_and_validates(path):
     variants = _variants(path)
     assert "tiny" in variants
-    for arg in [None, *variants]:
+    for arg in [None, *variants, *(f"{v},cond" for v in variants if "cond" in variants)]:
         config = offline_data(load_config(path, arg))
         validate(config, num_devices=8)
 
