@@ -1,6 +1,8 @@
 """Diffusion: VP noise schedules in continuous time, prediction conversions, and samplers that
-run a whole solver in one ``lax.scan``. Works with any ``model_fn(x, t)``, not only ours."""
+run a whole solver in one ``lax.scan``, and guidance wrappers (``jaxgen.diffusion.guidance``).
+Works with any ``model_fn(x, t)``, not only ours."""
 
+from jaxgen.diffusion import guidance
 from jaxgen.diffusion.predictions import PREDICTIONS, dynamic_threshold, to_eps, to_v, to_x0
 from jaxgen.diffusion.samplers import SOLVERS, SPACINGS, nfe, sample, timesteps
 from jaxgen.diffusion.schedules import (
@@ -13,6 +15,7 @@ from jaxgen.diffusion.schedules import (
 )
 
 __all__ = [
+    "guidance",
     "PREDICTIONS",
     "SOLVERS",
     "SPACINGS",

@@ -172,7 +172,7 @@ def _singlestep_update(model, x, eps_s, x0_s, s, t, order: int, schedule, data_p
 
 
 # --------------------------------------------------------------------------- whole solvers
-def _ddim_or_ddpm(model, x, ts, schedule, solver, eta, ddpm_variance, rng):
+def _ddim_or_ddpm(model, x, ts, schedule, solver, eta, ddpm_variance, rng, mean_shift=None):
     """DDIM (any eta) and DDPM ancestral sampling share a loop: one call per step."""
     keys = jax.random.split(rng, ts.shape[0] - 1)
 
@@ -193,6 +193,8 @@ def _ddim_or_ddpm(model, x, ts, schedule, solver, eta, ddpm_variance, rng):
             beta_ts = 1.0 - alpha_ts2
             mean = (a_t * beta_ts / sg_s**2) * x0 + (jnp.sqrt(alpha_ts2) * sg_t**2 / sg_s**2) * x
             var = beta_ts * sg_t**2 / sg_s**2 if ddpm_variance == "beta_tilde" else beta_ts
+            if mean_shift is not None:  # classifier guidance, DDPM form: mean + var * s * grad
+                mean = mean + var * mean_shift(x, jnp.full((x.shape[0],), s, jnp.float32))
             x_new = mean + jnp.sqrt(var) * noise
         return x_new, None
 
@@ -274,11 +276,14 @@ def sample(
     threshold_max: float = 1.0,
     prediction: str = "eps",
     rng: jax.Array | None = None,
+    mean_shift=None,
 ) -> jax.Array:
     """Run one solver from ``x_T`` at ``t_start`` to ``t_end``; see the module docstring.
 
     ``spacing`` defaults to ``logSNR`` for DPM-Solver(++) and ``time_uniform`` for DDPM/DDIM.
     ``rng`` is required by ``ddpm`` and by ``ddim`` with ``eta > 0``.
+    ``mean_shift(x, t)`` (``ddpm`` only) is added to each posterior mean times its variance: the
+    DDPM form of classifier guidance (``guidance.classifier_mean_shift``).
     Returns float32 ``x`` with the shape of ``x_T``.
     """
     if solver not in SOLVERS:
@@ -294,6 +299,8 @@ def sample(
     stochastic = solver == "ddpm" or (solver == "ddim" and eta > 0)
     if stochastic and rng is None:
         raise ValueError(f"solver={solver!r} (eta={eta}) is stochastic: pass rng=")
+    if mean_shift is not None and solver != "ddpm":
+        raise ValueError(f"mean_shift is the ddpm solver's form of guidance, not {solver!r}'s")
     if ddpm_variance not in ("beta_tilde", "beta"):
         raise ValueError(f"ddpm_variance={ddpm_variance!r} is not 'beta_tilde' or 'beta'")
     if spacing is None:
@@ -305,7 +312,7 @@ def sample(
     if solver in ("ddpm", "ddim"):
         ts = timesteps(schedule, steps, spacing, t_start, t_end)
         rng = jax.random.PRNGKey(0) if rng is None else rng
-        x = _ddim_or_ddpm(model, x, ts, schedule, solver, eta, ddpm_variance, rng)
+        x = _ddim_or_ddpm(model, x, ts, schedule, solver, eta, ddpm_variance, rng, mean_shift)
     elif method == "multistep":
         ts = timesteps(schedule, steps, spacing, t_start, t_end)
         x = _multistep(model, x, ts, schedule, order, solver == "dpm_solver++", lower_order_final)
