@@ -15,7 +15,7 @@ def _variants(path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     doc = module.__doc__ or ""
-    known = ("tiny", "demo", "cpu", "cond", "mlp", "conv", "bernoulli", "long")
+    known = ("tiny", "demo", "cpu", "cond", "clean", "mlp", "conv", "bernoulli", "long")
     return [v for v in known if f"``{v}``" in doc]
 
 

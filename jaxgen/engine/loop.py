@@ -172,10 +172,12 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_at_step: int | N
         donate_argnums=0,
     )
     eval_fn = _compile_eval(setup)
-    sample_fn = jax.jit(
-        lambda s, r: family.sample(cfg, s, r, cfg.train.sample_num),
-        out_shardings=replicated(mesh),
-    )
+    sample_fn = None  # families that do not generate (classifiers) have no ``sample``
+    if hasattr(family, "sample"):
+        sample_fn = jax.jit(
+            lambda s, r: family.sample(cfg, s, r, cfg.train.sample_num),
+            out_shardings=replicated(mesh),
+        )
     writer = MetricsWriter(workdir)
     start_step = int(state.step)
     num_steps = cfg.train.num_steps
@@ -217,7 +219,8 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_at_step: int | N
                     done, "eval", run_eval(setup, eval_fn, state, test_split, cfg.eval.num_examples)
                 )
                 bar.write(_format("eval", row))
-            if cfg.train.sample_every and done % cfg.train.sample_every == 0 and done < num_steps:
+            sample_now = sample_fn is not None and cfg.train.sample_every
+            if sample_now and done % cfg.train.sample_every == 0 and done < num_steps:
                 _sample_grid(setup, sample_fn, state, done, workdir)
             if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0:
                 checkpoints.save(done, state)
@@ -236,7 +239,8 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_at_step: int | N
             "eval",
             run_eval(setup, eval_fn, state, test_split, cfg.eval.final_num_examples),
         )
-        summary["samples"] = _sample_grid(setup, sample_fn, state, final_step, workdir)
+        if sample_fn is not None:
+            summary["samples"] = _sample_grid(setup, sample_fn, state, final_step, workdir)
     checkpoints.close()
     summary.update(
         wall_s=round(time.time() - t_start, 2),

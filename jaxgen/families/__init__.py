@@ -1,4 +1,5 @@
-"""Trainable families. Each module exposes State, init, train_step, eval_step, sample.
+"""Trainable families. Each module exposes State, init, train_step, eval_step, and sample where
+it generates (the classifier family does not).
 
 See DESIGN.md, "The family contract".
 """
@@ -10,7 +11,7 @@ from types import ModuleType
 
 from jaxgen.errors import ConfigError
 
-FAMILIES = ("vae", "diffusion")
+FAMILIES = ("vae", "diffusion", "classifier")
 
 
 def get_family(name: str) -> ModuleType:
