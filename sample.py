@@ -1,10 +1,18 @@
-"""Sample from a trained jaxgen model.
+r"""Sample from a trained jaxgen model.
 
     python sample.py --workdir=runs/vae --num=64 [--seed=0] [--out=samples.png] [--reconstruct]
 
+Guided generation from a diffusion model:
+
+    python sample.py --workdir=runs/cfg --sampler=dpm_solver++ --steps=20 --guidance=cfg \
+        --scale=3 --class=7 [--negative-class=1] --num=64
+    python sample.py --workdir=runs/diff --guidance=classifier --classifier-workdir=runs/clf \
+        --scale=2 --class=all --num=100
+
 Restores the latest checkpoint (EMA parameters where the family keeps them) and writes a PNG grid
-and an ``.npz`` of the images (float32 ``[N, H, W, C]`` in [0, 1]) beside it. Family options are
-flags too (e.g. --temperature for the VAE).
+and an ``.npz`` of the images (float32 ``[N, H, W, C]`` in [0, 1], and their ``labels`` when
+conditional) beside it. Family options are flags too (e.g. --temperature for the VAE).
+``--class=all`` writes one row per class, ``--num // classes`` images each.
 """
 
 import os
@@ -30,6 +38,28 @@ _RECON = flags.DEFINE_bool(
     "Reconstruct the first --num test images instead (families that "
     "encode); the grid shows originals and reconstructions in alternate rows.",
 )
+_GUIDANCE = flags.DEFINE_enum(
+    "guidance",
+    "none",
+    ["none", "cfg", "classifier"],
+    "diffusion: classifier-free guidance (cfg) or classifier guidance (classifier).",
+)
+_SCALE = flags.DEFINE_float(
+    "scale", None, "Guidance strength: CFG's w (1: the plain conditional model) or classifier s."
+)
+_CLASS = flags.DEFINE_string(
+    "class", None, "Class to generate: an index, or 'all' for one row per class (default: in turn)."
+)
+_NEGATIVE = flags.DEFINE_integer(
+    "negative-class", None, "CFG: steer away from this class (replaces the null class)."
+)
+_RESCALE = flags.DEFINE_float("rescale", 0.0, "CFG: guidance rescale phi in [0, 1] (0: off).")
+_INTERVAL = flags.DEFINE_list(
+    "interval", None, "CFG: t_lo,t_hi; guidance applies only for t in [t_lo, t_hi]."
+)
+_CLASSIFIER = flags.DEFINE_string(
+    "classifier-workdir", None, "Classifier guidance: a noise-aware classifier's workdir."
+)
 flags.mark_flag_as_required("workdir")
 
 # Each family's sampling options become flags, typed by their defaults; only the chosen
@@ -45,6 +75,7 @@ for _name in FAMILIES:
     for _opt, (_default, _help) in get_family(_name).SAMPLE_OPTIONS.items():
         if _opt not in _OPTION_FLAGS:
             _OPTION_FLAGS[_opt] = _DEFINE[type(_default)](_opt, _default, _help)
+flags.DEFINE_alias("sampler", "solver")
 
 
 def _reconstructions(setup, state, num):
@@ -63,6 +94,92 @@ def _reconstructions(setup, state, num):
     return np.concatenate(rows), ncol, {"originals": originals, "reconstructions": recon}
 
 
+def _class_count(config, classifier) -> int:
+    if classifier is not None:
+        return int(classifier[0].model.num_classes)
+    return int(config.model.get("num_classes", 0)) if "model" in config else 0
+
+
+def _guided_options(config):
+    """``(num, ncol, labels, options)`` for the family's ``sample`` from the guidance flags."""
+    guided_flags = [
+        name
+        for name in ("guidance", "scale", "class", "negative-class", "interval", "rescale")
+        + ("classifier-workdir",)
+        if flags.FLAGS[name].present
+    ]
+    if config.family != "diffusion":
+        if guided_flags:
+            raise ConfigError(
+                f"--{guided_flags[0]} is for diffusion models; this workdir holds a "
+                f"{config.family!r} model"
+            )
+        return _NUM.value, None, None, {}
+    guidance = _GUIDANCE.value
+    if guidance != "none" and _SCALE.value is None:
+        raise ConfigError(f"--guidance={guidance} needs --scale (e.g. --scale=3)")
+    if guidance != "classifier" and _CLASSIFIER.value:
+        raise ConfigError("--classifier-workdir is only used with --guidance=classifier")
+    if guidance != "cfg":
+        for name in ("negative-class", "interval", "rescale"):
+            if flags.FLAGS[name].present:
+                raise ConfigError(f"--{name} is an option of --guidance=cfg")
+    classifier = None
+    if guidance == "classifier":
+        if not _CLASSIFIER.value:
+            raise ConfigError("--guidance=classifier needs --classifier-workdir=<a classifier run>")
+        clf_setup, clf_state = loop.restore_for_inference(_CLASSIFIER.value)
+        classifier = (clf_setup.config, clf_state.params)
+    k = _class_count(config, classifier)
+    num, ncol, label = _NUM.value, None, None
+    if _CLASS.value is not None:
+        if k == 0:
+            raise ConfigError(
+                "--class was given but the model is unconditional (model.num_classes=0); "
+                "steer it with --guidance=classifier and a noise-aware classifier"
+            )
+        if _CLASS.value == "all":
+            per_class = max(1, num // k)
+            label = np.repeat(np.arange(k, dtype=np.int32), per_class)
+            num, ncol = k * per_class, per_class
+        else:
+            try:
+                label = int(_CLASS.value)
+            except ValueError:
+                label = -1
+            if not 0 <= label < k:
+                raise ConfigError(
+                    f"--class={_CLASS.value!r} is not a class of this model; "
+                    f"use 0..{k - 1} or 'all'"
+                )
+    if _NEGATIVE.value is not None and not 0 <= _NEGATIVE.value < k:
+        raise ConfigError(
+            f"--negative-class={_NEGATIVE.value} is not a class of this model; use 0..{k - 1}"
+        )
+    interval = None
+    if _INTERVAL.value:
+        try:
+            interval = tuple(float(v) for v in _INTERVAL.value)
+        except ValueError:
+            interval = ()
+        if len(interval) != 2 or not 0 <= interval[0] <= interval[1] <= 1:
+            raise ConfigError(
+                f"--interval={','.join(_INTERVAL.value)} must be t_lo,t_hi with "
+                "0 <= t_lo <= t_hi <= 1"
+            )
+    if not 0 <= _RESCALE.value <= 1:
+        raise ConfigError(f"--rescale={_RESCALE.value} must be in [0, 1]")
+    options = {"label": label, "guidance": guidance}
+    if guidance != "none":
+        options.update(scale=_SCALE.value, classifier=classifier)
+    if guidance == "cfg":
+        options.update(negative_label=_NEGATIVE.value, rescale=_RESCALE.value, interval=interval)
+    labels = label if isinstance(label, np.ndarray) else None
+    if labels is None and k:
+        labels = np.full(num, label) if label is not None else np.arange(num) % k
+    return num, ncol, labels, options
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -78,10 +195,19 @@ def main(argv):
             grid, ncol, arrays = _reconstructions(setup, state, _NUM.value)
         else:
             family = setup.family
+            if not hasattr(family, "sample"):
+                raise ConfigError(
+                    f"{_WORKDIR.value} holds a {setup.config.family!r} model, which does not "
+                    "generate; give the workdir of a generative model"
+                )
             options = {k: _OPTION_FLAGS[k].value for k in family.SAMPLE_OPTIONS}
-            fn = jax.jit(lambda s, r: family.sample(setup.config, s, r, _NUM.value, **options))
+            num, ncol, labels, guide = _guided_options(setup.config)
+            options.update(guide)
+            fn = jax.jit(lambda s, r: family.sample(setup.config, s, r, num, **options))
             grid = np.asarray(fn(state, jax.random.PRNGKey(_SEED.value)))
-            ncol, arrays = None, {"images": grid}
+            arrays = {"images": grid}
+            if labels is not None:
+                arrays["labels"] = np.asarray(labels)
         save_grid(grid, out, ncol)
         npz = os.path.splitext(out)[0] + ".npz"
         np.savez_compressed(npz, **arrays)

@@ -136,3 +136,59 @@ def test_sample_py_runs_every_diffusion_solver(tmp_path):
         assert 0 <= images.min() and images.max() <= 1 and images.std() > 0
     result = _run("sample.py", f"--workdir={workdir}", "--solver=euler")
     assert result.returncode == 2 and "solver='euler' is not one of" in result.stderr
+
+
+def test_sample_py_guided_generation(tmp_path):
+    """CFG with --class=all and a negative class, classifier guidance with DDPM's mean shift,
+    and the errors a user meets first."""
+    diff, clf = str(tmp_path / "cfg"), str(tmp_path / "clf")
+    for config, workdir in (
+        ("configs/diffusion_fashion_mnist.py:tiny,cond", diff),
+        ("configs/classifier_fashion_mnist.py:tiny", clf),
+    ):
+        result = _run("train.py", f"--config={config}", f"--workdir={workdir}", *_offline_flags())
+        assert result.returncode == 0, result.stderr[-3000:]
+    out = str(tmp_path / "cfg.png")
+    result = _run(
+        "sample.py",
+        f"--workdir={diff}",
+        "--sampler=dpm_solver++",
+        "--steps=4",
+        "--guidance=cfg",
+        "--scale=3",
+        "--class=all",
+        "--negative-class=1",
+        "--num=20",
+        f"--out={out}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = np.load(out.replace(".png", ".npz"))
+    assert saved["images"].shape == (20, 28, 28, 1) and np.isfinite(saved["images"]).all()
+    np.testing.assert_array_equal(saved["labels"], np.repeat(np.arange(10), 2))
+    width, height = Image.open(out).size
+    assert height > 4 * width  # 10 rows of 2
+    result = _run(
+        "sample.py",
+        f"--workdir={diff}",
+        "--solver=ddpm",
+        "--steps=4",
+        "--guidance=classifier",
+        f"--classifier-workdir={clf}",
+        "--scale=2",
+        "--class=3",
+        "--num=4",
+        f"--out={tmp_path / 'clf.png'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (np.load(tmp_path / "clf.npz")["labels"] == 3).all()
+
+    result = _run("sample.py", f"--workdir={diff}", "--guidance=cfg", "--scale=3", "--class=12")
+    assert result.returncode == 2 and "--class='12' is not a class" in result.stderr
+    result = _run(
+        "sample.py",
+        f"--workdir={diff}",
+        "--guidance=classifier",
+        "--scale=1",
+        f"--classifier-workdir={tmp_path / 'nowhere'}",
+    )
+    assert result.returncode == 2 and "nowhere" in result.stderr, result.stderr[-2000:]

@@ -232,8 +232,56 @@ def test_conditional_samples_follow_the_label(conditional):
     key = jax.random.PRNGKey(0)
     zero, one = np.asarray(fn(state, key, 0.0)), np.asarray(fn(state, key, 1.0))
     assert np.abs(zero - one).max() > 1e-2
-    with pytest.raises(ConfigError, match=r"label=7 must be in 0..3"):
+    with pytest.raises(
+        ConfigError, match=r"label=7 is not a class of this model; use 0..3 \(3 is the null class\)"
+    ):
         fn(state, key, 7)
+
+
+def test_cfg_at_w_1_is_the_conditional_sampler_and_w_0_the_unconditional(conditional):
+    config, state = conditional
+    key = jax.random.PRNGKey(0)
+
+    def run(label, **kw):  # not jitted as a whole, so that a Python scale stays Python
+        return diffusion.sample(
+            config, state, key, 6, solver="dpm_solver++", steps=3, label=label, **kw
+        )
+
+    plain, null = np.asarray(run(1)), np.asarray(run(3))
+    w1 = np.asarray(run(1, guidance="cfg", scale=1.0))
+    w0 = np.asarray(run(1, guidance="cfg", scale=0.0))
+    assert np.array_equal(w1, plain) and np.array_equal(w0, null)
+    # Through the batched call (an array w): the same up to XLA's batch-size rounding.
+    w1_batched = np.asarray(run(1, guidance="cfg", scale=jnp.float32(1.0)))
+    np.testing.assert_allclose(w1_batched, plain, atol=2e-4)
+    w3 = np.asarray(run(1, guidance="cfg", scale=3.0))
+    away = np.asarray(run(1, guidance="cfg", scale=3.0, negative_label=0))
+    assert np.abs(w3 - plain).max() > 1e-3 and np.abs(away - w3).max() > 1e-3
+
+
+def test_guidance_the_model_cannot_serve_is_refused(trained, conditional):
+    from jaxgen.families import classifier
+
+    config, state = trained["config"], trained["state"]
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(ConfigError, match=r"guidance='cfg' needs a class-conditional model"):
+        diffusion.sample(config, state, key, 2, guidance="cfg", scale=3.0)
+    clf_config = load_config(ROOT / "configs" / "classifier_mnist.py", "tiny")
+    clf_config.data.image_shape = config.data.image_shape
+    clf = (clf_config, None)
+    with pytest.raises(ConfigError, match=r"negative class needs classifier-free guidance"):
+        diffusion.sample(
+            config, state, key, 2, guidance="classifier", negative_label=1, classifier=clf
+        )
+    with pytest.raises(ConfigError, match=r"needs a noise-aware classifier \(classifier=\)"):
+        diffusion.sample(config, state, key, 2, guidance="classifier")
+    clf_config.diffusion.schedule = "cosine"
+    with pytest.raises(ConfigError, match=r"trained on the schedule \('cosine', 1000\)"):
+        diffusion.sample(config, state, key, 2, guidance="classifier", classifier=clf)
+    clean = load_config(ROOT / "configs" / "classifier_mnist.py", "tiny,clean")
+    with pytest.raises(ConfigError, match=r"classifier.noisy=False"):
+        diffusion.sample(config, state, key, 2, guidance="classifier", classifier=(clean, None))
+    assert classifier.SAMPLE_OPTIONS == {}
 
 
 def test_mixed_precision_keeps_params_float32_and_the_loss_close(trained):

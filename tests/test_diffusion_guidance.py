@@ -57,10 +57,12 @@ def test_cfg_w1_is_the_conditional_model_bit_for_bit_and_w0_the_unconditional():
     x, t, y = _points()
     null = jnp.full_like(y, NULL)
     plain = cond_eps(x, t, y)
-    w1 = guidance.classifier_free(cond_eps, y, null, 1.0)(x, t)
-    assert np.array_equal(np.asarray(w1), np.asarray(plain))
-    w0 = guidance.classifier_free(cond_eps, y, null, 0.0)(x, t)
-    np.testing.assert_allclose(w0, uncond_eps(x, t), atol=1e-5)
+    for w in (1.0, jnp.float32(1.0)):  # a Python 1 skips the uncond half; an array does not
+        w1 = guidance.classifier_free(cond_eps, y, null, w)(x, t)
+        assert np.array_equal(np.asarray(w1), np.asarray(plain))
+    for w in (0.0, jnp.float32(0.0)):
+        w0 = guidance.classifier_free(cond_eps, y, null, w)(x, t)
+        np.testing.assert_allclose(w0, uncond_eps(x, t), atol=1e-5)
 
 
 def test_cfg_extrapolates_and_uses_one_batched_call():

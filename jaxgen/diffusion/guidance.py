@@ -8,7 +8,10 @@ and extrapolates::
 
     guided = cond + (w - 1) (cond - uncond)      # = uncond + w (cond - uncond)
 
-so ``w = 1`` is the conditional model bit for bit and ``w = 0`` the unconditional one. The
+so ``w = 1`` is the conditional model bit for bit and ``w = 0`` the unconditional one (a
+Python ``w`` of exactly 1 or 0 skips the half it does not need; an array ``w`` always takes
+the batched call, whose rows XLA may round slightly differently from a call on half the
+batch). The
 "uncond" half may use a negative class instead of the null class, which steers samples away
 from it. Options: guidance rescale ``phi`` (Lin et al. 2024: scale the guided prediction to the
 per-example standard deviation of the conditional one, then mix ``phi`` of that with
@@ -72,6 +75,13 @@ def classifier_free(
         raise ValueError(
             f"labels {labels.shape} and uncond_labels {uncond_labels.shape} must both be [B]"
         )
+
+    # A Python scale of exactly 1 (or 0 without an interval) needs one half of the batch only.
+    static = scale if isinstance(scale, (int, float)) else None
+    if static == 1.0:
+        return lambda x, t: model_fn(x, t, labels).astype(jnp.float32)
+    if static == 0.0 and interval is None:
+        return lambda x, t: model_fn(x, t, uncond_labels).astype(jnp.float32)
 
     def guided(x: jax.Array, t: jax.Array) -> jax.Array:
         n = x.shape[0]

@@ -48,7 +48,6 @@ SAMPLE_OPTIONS = {
     "order": (0, "diffusion: solver order 1-3 (0: the config's sampler.order)."),
     "method": ("", "diffusion: multistep or singlestep ('': the config's sampler.method)."),
     "eta": (-1.0, "diffusion: DDIM eta (< 0: the config's sampler.eta)."),
-    "label": (-1, "diffusion: class of every sample (< 0: classes in turn; conditional only)."),
 }
 
 
@@ -280,6 +279,9 @@ def eval_step(config, state: State, batch) -> dict:
     return {"loss": loss, "loss_online": online}
 
 
+GUIDANCE = ("none", "cfg", "classifier")
+
+
 def sample(
     config,
     state: State,
@@ -291,12 +293,27 @@ def sample(
     method=None,
     order=None,
     label=None,
+    guidance: str = "none",
+    scale=1.0,
+    negative_label=None,
+    rescale: float = 0.0,
+    interval=None,
+    classifier=None,
 ):
     """``num`` images ``[num, H, W, C]`` in ``[0, 1]`` from the EMA weights.
 
     Options left at ``None`` (or ``0`` for ``steps``/``order``, ``< 0`` for ``eta``, ``''``
-    for strings) take the ``sampler`` section's value. Conditional models draw classes
-    ``0, 1, .., num_classes - 1, 0, ..`` in turn, or all ``label`` when it is given (>= 0).
+    for strings) take the ``sampler`` section's value. ``label``: an int (every sample), an int
+    array ``[num]``, or ``None``: classes ``0, 1, .., num_classes - 1, 0, ..`` in turn. The
+    null class ``num_classes`` gives a conditional model's unconditional samples.
+
+    Guidance (``jaxgen.diffusion.guidance``):
+    - ``"cfg"``: classifier-free, ``w = scale``; needs a conditional model trained with label
+      dropout (``diffusion.p_uncond > 0``). ``negative_label`` (int) replaces the null class in
+      the unconditional half; ``rescale`` (phi) and ``interval`` ``(t_lo, t_hi)`` as there.
+    - ``"classifier"``: ``classifier = (classifier_config, classifier_params)`` of a noise-aware
+      classifier (family ``classifier``) trained on this model's noise schedule; ``ddpm`` uses
+      the mean-shift form, every other solver ``eps - s sigma(t) grad log p(y | x_t)``.
     """
     s = config.sampler
     steps = int(steps) if steps else s.steps
@@ -313,24 +330,71 @@ def sample(
     if order not in (1, 2, 3):
         raise ConfigError(f"order={order!r} is not one of (1, 2, 3)")
     _check_solver(solver, method, order)
+    if guidance not in GUIDANCE:
+        raise ConfigError(f"guidance={guidance!r} is not one of {GUIDANCE}")
+    if negative_label is not None and guidance != "cfg":
+        raise ConfigError("a negative class needs classifier-free guidance (guidance='cfg')")
 
     model = build_model(config)
     schedule = make_schedule(config)
-    labels = None
     num_classes = config.model.num_classes
-    if num_classes == 0 and label is not None and int(label) >= 0:
-        raise ConfigError(f"label={label!r} was given but the model is unconditional")
-    if num_classes > 0:
-        if label is not None and int(label) >= 0:
-            if int(label) > num_classes:
-                raise ConfigError(f"label={label!r} must be in 0..{num_classes} (null class)")
-            labels = jnp.full((num,), int(label), jnp.int32)
-        else:
-            labels = jnp.arange(num, dtype=jnp.int32) % num_classes
+    labels = None
+    if guidance == "classifier":
+        label_classes = _check_classifier(config, classifier)
+    else:
+        label_classes = num_classes
+    if label is not None and not (num_classes or guidance == "classifier"):
+        raise ConfigError(
+            "a class was given but the model is unconditional (model.num_classes=0); "
+            "use guidance='classifier' with a noise-aware classifier to steer it"
+        )
+    # A conditional model also takes its null class ``num_classes`` (the unconditional model).
+    top = label_classes - 1 + int(num_classes > 0 and guidance != "classifier")
+    for name, value in (("label", label), ("negative_label", negative_label)):
+        if isinstance(value, int) and not 0 <= value <= top:
+            raise ConfigError(
+                f"{name}={value} is not a class of this model; use 0..{top}"
+                + (f" ({top} is the null class)" if top == num_classes else "")
+            )
+    if label is not None:
+        labels = jnp.broadcast_to(jnp.asarray(label, jnp.int32), (num,))
+    elif label_classes:
+        labels = jnp.arange(num, dtype=jnp.int32) % label_classes
     params = state.ema_params
 
-    def model_fn(x, t):
-        return model.apply({"params": params}, x, t, labels)
+    def conditional(x, t, y):
+        return model.apply({"params": params}, x, t, y)
+
+    if guidance == "cfg":
+        if num_classes == 0 or config.diffusion.p_uncond <= 0:
+            raise ConfigError(
+                "guidance='cfg' needs a class-conditional model trained with label dropout "
+                f"(model.num_classes > 0 and diffusion.p_uncond > 0); this one has "
+                f"num_classes={num_classes}, p_uncond={config.diffusion.p_uncond}"
+            )
+        if negative_label is None:
+            uncond = jnp.full((num,), num_classes, jnp.int32)
+        else:
+            uncond = jnp.broadcast_to(jnp.asarray(negative_label, jnp.int32), (num,))
+        model_fn = dfn.guidance.classifier_free(
+            conditional, labels, uncond, scale, rescale=rescale, interval=interval
+        )
+    else:
+        cond_labels = labels if num_classes else None
+
+        def model_fn(x, t):
+            return conditional(x, t, cond_labels)
+
+    mean_shift = None
+    if guidance == "classifier":
+        clf_config, clf_params = classifier
+        logits = classifier_family().logits_fn(clf_config, clf_params)
+        if solver == "ddpm":
+            mean_shift = dfn.guidance.classifier_mean_shift(logits, labels, scale)
+        else:
+            model_fn = dfn.guidance.classifier_guidance(
+                model_fn, logits, labels, scale, schedule, config.diffusion.prediction
+            )
 
     noise_rng, solver_rng = jax.random.split(rng)
     x_T = jax.random.normal(noise_rng, (num, *config.data.image_shape), jnp.float32)
@@ -346,8 +410,47 @@ def sample(
         prediction=config.diffusion.prediction,
         rng=solver_rng,
         denoise_to_zero=True,
+        mean_shift=mean_shift,
     )
     return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
+
+
+def classifier_family():
+    from jaxgen.families import classifier
+
+    return classifier
+
+
+def _check_classifier(config, classifier) -> int:
+    """The noise-aware classifier's class count, after checking it can guide this model."""
+    if classifier is None:
+        raise ConfigError("guidance='classifier' needs a noise-aware classifier (classifier=)")
+    clf_config, _ = classifier
+    if clf_config.family != "classifier" or not clf_config.classifier.noisy:
+        raise ConfigError(
+            "guidance='classifier' needs a noise-aware classifier (family 'classifier' with "
+            f"classifier.noisy=True); got family={clf_config.family!r}"
+            + (" with classifier.noisy=False" if clf_config.family == "classifier" else "")
+        )
+    ours = (config.diffusion.schedule, config.diffusion.num_steps)
+    theirs = (clf_config.diffusion.schedule, clf_config.diffusion.num_steps)
+    if ours != theirs:
+        raise ConfigError(
+            f"the classifier was trained on the schedule {theirs} (diffusion.schedule, "
+            f"diffusion.num_steps) but this model uses {ours}; they must match"
+        )
+    if tuple(clf_config.data.image_shape) != tuple(config.data.image_shape):
+        raise ConfigError(
+            f"the classifier takes images {tuple(clf_config.data.image_shape)}, this model "
+            f"makes {tuple(config.data.image_shape)}"
+        )
+    k = clf_config.model.num_classes
+    if config.model.num_classes and config.model.num_classes != k:
+        raise ConfigError(
+            f"the classifier has {k} classes, this conditional model "
+            f"{config.model.num_classes}; they must match"
+        )
+    return k
 
 
 def add_defaults(c) -> None:
