@@ -221,8 +221,8 @@ def defaults_28x28(c, variants) -> None:
     ``variants`` may hold ``clean`` (the evaluator); the caller sets ``data``."""
     c.data.image_shape = (28, 28, 1)
     c.classifier.noisy = "clean" not in variants
-    c.train.batch_size = 128
-    c.train.num_steps = 3_000 if c.classifier.noisy else 2_000
+    c.train.batch_size = 64
+    c.train.num_steps = 4_000 if c.classifier.noisy else 1_500
     c.train.eval_every = 1_000
     c.train.checkpoint_every = 1_000
     c.optimizer.learning_rate = 1e-3
