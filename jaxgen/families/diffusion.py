@@ -13,7 +13,10 @@ the same network also learns the unconditional model (for classifier-free guidan
 After every optimiser step the EMA weights move toward the parameters:
 ``ema = decay * ema + (1 - decay) * params``. Sampling uses the EMA weights and one of the
 solvers of ``jaxgen.diffusion`` (``sampler`` section; ``dpm_solver++`` 2M with 20 steps by
-default), ending with one denoising call at ``t_min``.
+default), ending with one denoising call at ``t_min``. Each x0 prediction is clipped to the
+data range [-1, 1] (``sampler.thresholding``, as DDPM and guided-diffusion sample images): an
+imperfect model's x0 at large ``t`` is ``(x - sigma eps) / alpha`` with ``1 / alpha(1)`` about
+156 on the linear schedule, and unclipped errors of that size can wreck a sample.
 
 ``diffusion.mixed_precision`` computes the UNet in bfloat16; parameters, optimiser state, the
 loss and the sampler's arithmetic stay float32.
@@ -48,6 +51,7 @@ SAMPLE_OPTIONS = {
     "order": (0, "diffusion: solver order 1-3 (0: the config's sampler.order)."),
     "method": ("", "diffusion: multistep or singlestep ('': the config's sampler.method)."),
     "eta": (-1.0, "diffusion: DDIM eta (< 0: the config's sampler.eta)."),
+    "thresholding": ("", "diffusion: on or off: clip x0 predictions ('': sampler.thresholding)."),
 }
 
 
@@ -195,6 +199,10 @@ def validate_config(config) -> None:
     if not s.eta >= 0:
         raise ConfigError(f"sampler.eta={s.eta!r} must be >= 0")
     _check_solver(s.solver, s.method, s.order, prefix="sampler.")
+    if not isinstance(s.thresholding, bool):
+        raise ConfigError(f"sampler.thresholding={s.thresholding!r} must be True or False")
+    if not s.threshold_max >= 1:
+        raise ConfigError(f"sampler.threshold_max={s.threshold_max!r} must be >= 1")
     check_optimizer(config.optimizer)
 
 
@@ -299,11 +307,13 @@ def sample(
     rescale: float = 0.0,
     interval=None,
     classifier=None,
+    thresholding=None,
 ):
     """``num`` images ``[num, H, W, C]`` in ``[0, 1]`` from the EMA weights.
 
     Options left at ``None`` (or ``0`` for ``steps``/``order``, ``< 0`` for ``eta``, ``''``
-    for strings) take the ``sampler`` section's value. ``label``: an int (every sample), an int
+    for strings) take the ``sampler`` section's value. ``thresholding`` (``sampler.thresholding``,
+    on by default) clips every x0 prediction to [-1, 1]. ``label``: an int (every sample), an int
     array ``[num]``, or ``None``: classes ``0, 1, .., num_classes - 1, 0, ..`` in turn. The
     null class ``num_classes`` gives a conditional model's unconditional samples.
 
@@ -321,6 +331,12 @@ def sample(
     solver = solver or s.solver
     method = method or s.method
     order = int(order) if order else s.order
+    if thresholding in (None, ""):
+        thresholding = s.get("thresholding", False)  # runs saved before the key existed
+    elif thresholding in ("on", "off"):
+        thresholding = thresholding == "on"
+    if not isinstance(thresholding, bool):
+        raise ConfigError(f"thresholding={thresholding!r} must be True/False or 'on'/'off'")
     if solver not in dfn.SOLVERS:
         raise ConfigError(f"solver={solver!r} is not one of {dfn.SOLVERS}")
     if method not in METHODS:
@@ -411,6 +427,8 @@ def sample(
         rng=solver_rng,
         denoise_to_zero=True,
         mean_shift=mean_shift,
+        thresholding=thresholding,
+        threshold_max=s.get("threshold_max", 1.0),
     )
     return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
 
@@ -482,6 +500,10 @@ def add_defaults(c) -> None:
     c.sampler.order = 2
     c.sampler.method = "multistep"  # multistep | singlestep
     c.sampler.eta = 0.0  # ddim only
+    # Clip each x0 prediction to the data range [-1, 1] (DDPM's and guided-diffusion's default
+    # for images); threshold_max > 1 makes it Imagen's dynamic thresholding instead.
+    c.sampler.thresholding = True
+    c.sampler.threshold_max = 1.0
 
 
 def small_unet_28x28(c, variants) -> None:
