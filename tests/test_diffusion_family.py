@@ -200,6 +200,13 @@ def test_bad_values_are_named(key, value, message):
         diffusion.validate_config(config)
 
 
+def test_a_run_saved_before_the_thresholding_keys_still_validates():
+    config = _config()
+    with config.unlocked():
+        del config.sampler["thresholding"], config.sampler["threshold_max"]
+    diffusion.validate_config(config)
+
+
 def test_dpm_solver_pp_singlestep_order_3_is_refused():
     config = _config()
     config.sampler.method, config.sampler.order = "singlestep", 3

@@ -199,9 +199,10 @@ def validate_config(config) -> None:
     if not s.eta >= 0:
         raise ConfigError(f"sampler.eta={s.eta!r} must be >= 0")
     _check_solver(s.solver, s.method, s.order, prefix="sampler.")
-    if not isinstance(s.thresholding, bool):
+    # .get: runs saved before these keys existed take today's defaults.
+    if not isinstance(s.get("thresholding", True), bool):
         raise ConfigError(f"sampler.thresholding={s.thresholding!r} must be True or False")
-    if not s.threshold_max >= 1:
+    if not s.get("threshold_max", 1.0) >= 1:
         raise ConfigError(f"sampler.threshold_max={s.threshold_max!r} must be >= 1")
     check_optimizer(config.optimizer)
 
@@ -332,7 +333,7 @@ def sample(
     method = method or s.method
     order = int(order) if order else s.order
     if thresholding in (None, ""):
-        thresholding = s.get("thresholding", False)  # runs saved before the key existed
+        thresholding = s.get("thresholding", True)  # runs saved before the key existed
     elif thresholding in ("on", "off"):
         thresholding = thresholding == "on"
     if not isinstance(thresholding, bool):
