@@ -4,9 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FASHION_DIR ?= /usr/share/datasets/fashion-mnist
-DEMO_DIR    ?= runs/demo_vae
+DEMO_DIR    ?= runs/demo_cfg
+VAE_DEMO_DIR ?= runs/demo_vae
 
-.PHONY: demo test lint bench install clean fashion-mnist
+.PHONY: demo demo-vae test lint bench install clean fashion-mnist
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,13 +32,22 @@ fashion-mnist:
 	  exit 1; \
 	fi
 
+# The flagship: a class-conditional diffusion model with classifier-free guidance.
 demo: $(STAMP) fashion-mnist
-	$(PY) train.py --config=configs/vae_fashion_mnist.py:demo --workdir=$(DEMO_DIR) \
+	$(PY) train.py --config=configs/diffusion_fashion_mnist.py:demo,cond --workdir=$(DEMO_DIR) \
 	  --config.data.path=$(FASHION_DIR)
-	$(PY) sample.py --workdir=$(DEMO_DIR) --num=64 --out=$(DEMO_DIR)/samples.png
-	$(PY) sample.py --workdir=$(DEMO_DIR) --num=64 --reconstruct --out=$(DEMO_DIR)/reconstructions.png
-	@echo "Samples:         $(DEMO_DIR)/samples.png"
-	@echo "Reconstructions: $(DEMO_DIR)/reconstructions.png"
+	$(PY) sample.py --workdir=$(DEMO_DIR) --sampler=dpm_solver++ --steps=20 --guidance=cfg \
+	  --scale=3 --class=all --num=80 --out=$(DEMO_DIR)/cfg_samples.png
+	@echo "One row per class (DPM-Solver++, 20 steps, CFG w=3): $(DEMO_DIR)/cfg_samples.png"
+
+demo-vae: $(STAMP) fashion-mnist
+	$(PY) train.py --config=configs/vae_fashion_mnist.py:demo --workdir=$(VAE_DEMO_DIR) \
+	  --config.data.path=$(FASHION_DIR)
+	$(PY) sample.py --workdir=$(VAE_DEMO_DIR) --num=64 --out=$(VAE_DEMO_DIR)/samples.png
+	$(PY) sample.py --workdir=$(VAE_DEMO_DIR) --num=64 --reconstruct \
+	  --out=$(VAE_DEMO_DIR)/reconstructions.png
+	@echo "Samples:         $(VAE_DEMO_DIR)/samples.png"
+	@echo "Reconstructions: $(VAE_DEMO_DIR)/reconstructions.png"
 
 test: $(STAMP)
 	$(PY) -m pytest tests

@@ -6,8 +6,9 @@ model calls, with peak memory next to each figure.
 Cases (``--cases``, by default ``gpu`` on an accelerator and ``cpu`` otherwise):
 - ``gpu``: the DDPM CIFAR-10 UNet (35.7M parameters, ``configs/diffusion_cifar10_ddpm.py``),
   training at batch 128 with bfloat16 compute, sampling at batch 256 in bfloat16;
-- ``cpu``: the same UNet at batch 8 in float32 (bfloat16 is emulated on CPUs), and the README's
-  28x28 UNet (``configs/diffusion_fashion_mnist.py:cpu``) at batch 32, sampling at batch 64.
+- ``cpu``: the same UNet training at batch 8 and sampling at batch 2, in float32 (bfloat16 is
+  emulated on CPUs), and the README's 28x28 UNet (``configs/diffusion_fashion_mnist.py:cpu``)
+  at batch 32, sampling at batch 64.
 
 Each figure runs in its own subprocess, so that its peak memory is its own: the device's
 ``peak_bytes_in_use`` on an accelerator, the process's peak resident memory on a CPU.
@@ -46,7 +47,7 @@ CASES = {
         ("DDPM CIFAR-10 UNet, 35.7M", "configs/diffusion_cifar10_ddpm.py", None, 128, 256, True),
     ],
     "cpu": [
-        ("DDPM CIFAR-10 UNet, 35.7M", "configs/diffusion_cifar10_ddpm.py", None, 8, 8, False),
+        ("DDPM CIFAR-10 UNet, 35.7M", "configs/diffusion_cifar10_ddpm.py", None, 8, 2, False),
         ("28x28 UNet (:cpu), 0.69M", "configs/diffusion_fashion_mnist.py", "cpu", 32, 64, False),
     ],
 }

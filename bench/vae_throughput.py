@@ -5,7 +5,7 @@
 Each config runs in its own subprocess so that its peak resident memory (ru_maxrss) is its own.
 A subprocess compiles the family's jitted train step, runs 3 warm-up steps, then as many steps as
 fit in ``--seconds`` on random uint8 batches of the config's shape (data loading is not timed:
-this measures the step). ``--demo`` also runs ``make demo`` once and records its wall time and
+this measures the step). ``--demo`` also runs ``make demo-vae`` once and records its wall time and
 the peak memory of its largest process. Results go to ``bench/results/vae_cpu.md``; compare the
 ratios within one table, not absolute numbers across machines or runs.
 """
@@ -80,7 +80,7 @@ def run_config(path: str, arg: str | None, seconds: float) -> dict:
 def run_demo() -> dict:
     t0 = time.perf_counter()
     subprocess.run(
-        ["make", "demo", "DEMO_DIR=runs/bench_demo"],
+        ["make", "demo-vae", "VAE_DEMO_DIR=runs/bench_demo"],
         cwd=ROOT,
         check=True,
         stdout=subprocess.DEVNULL,
