@@ -23,6 +23,7 @@ def _config(*variants, steps=120):
     config.train.num_steps = steps
     config.train.batch_size = 32
     config.train.log_every = 20
+    config.train.checkpoint_every = steps  # one save at the end, not tiny's one every 2 steps
     config.optimizer.learning_rate = 3e-3
     config.eval.batch_size = 64
     config.eval.final_num_examples = 128

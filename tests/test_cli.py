@@ -140,7 +140,7 @@ def test_sample_py_runs_every_diffusion_solver(tmp_path):
 
 def test_sample_py_guided_generation(tmp_path):
     """CFG with --class=all and a negative class, classifier guidance with DDPM's mean shift,
-    and the errors a user meets first."""
+    and an unknown class."""
     diff, clf = str(tmp_path / "cfg"), str(tmp_path / "clf")
     for config, workdir in (
         ("configs/diffusion_fashion_mnist.py:tiny,cond", diff),
@@ -184,11 +184,3 @@ def test_sample_py_guided_generation(tmp_path):
 
     result = _run("sample.py", f"--workdir={diff}", "--guidance=cfg", "--scale=3", "--class=12")
     assert result.returncode == 2 and "--class='12' is not a class" in result.stderr
-    result = _run(
-        "sample.py",
-        f"--workdir={diff}",
-        "--guidance=classifier",
-        "--scale=1",
-        f"--classifier-workdir={tmp_path / 'nowhere'}",
-    )
-    assert result.returncode == 2 and "nowhere" in result.stderr, result.stderr[-2000:]

@@ -47,7 +47,7 @@ def test_unknown_variant_is_named():
         (
             "family",
             "vea",
-            r"family='vea' is not a known family; expected one of \('vae', 'diffusion'\)",
+            r"family='vea' is not a known family; expected one of \('vae', 'diffusion', 'classif",
         ),
         (
             "train.batch_size",
