@@ -17,7 +17,8 @@ is an input. An evaluator classifier trained on clean images (not the guiding on
 
 Writes ``bench/results/guidance_<name>.md`` (the table), ``docs/images/guidance_<name>.png``
 (accuracy and diversity against scale, when matplotlib is installed) and a sample grid per
-guidance kind at the scale nearest 3 (``docs/images/guidance_<name>_<kind>.png``).
+guidance kind at the scale nearest 3, the smaller of two equally near
+(``docs/images/guidance_<name>_<kind>.png``).
 """
 
 from __future__ import annotations
