@@ -26,6 +26,7 @@ import optax
 
 from jaxgen import diffusion as dfn
 from jaxgen.errors import ConfigError
+from jaxgen.families import diffusion
 from jaxgen.families.common import (
     check_choice,
     check_optimizer,
@@ -58,19 +59,9 @@ def build_model(config) -> Classifier:
     )
 
 
-def make_schedule(config) -> dfn.Schedule:
-    return dfn.make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
-
-
-def to_model_range(images: jax.Array) -> jax.Array:
-    return images.astype(jnp.float32) / 127.5 - 1.0
-
-
-def sample_times(schedule: dfn.Schedule, rng: jax.Array, num: int) -> jax.Array:
-    """Times like the diffusion family's training times: the discrete steps, or uniform."""
-    if schedule.continuous:
-        return jax.random.uniform(rng, (num,), jnp.float32, schedule.t_min, schedule.t_max)
-    return schedule.discrete_t(jax.random.randint(rng, (num,), 0, schedule.num_steps))
+# The noise schedule and training times are the diffusion family's, read from the same keys.
+make_schedule = diffusion.make_schedule
+sample_times = diffusion.sample_times
 
 
 def noise_images(schedule: dfn.Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array):
@@ -96,7 +87,7 @@ def _inputs(config, x0, rng):
         return x0, jnp.zeros((x0.shape[0],), jnp.float32)
     t_rng, n_rng = jax.random.split(rng)
     schedule = make_schedule(config)
-    t = sample_times(schedule, t_rng, x0.shape[0])
+    t = sample_times(config, schedule, t_rng, x0.shape[0])
     noise = jax.random.normal(n_rng, x0.shape, jnp.float32)
     return noise_images(schedule, x0, t, noise), t
 
@@ -140,7 +131,7 @@ def validate_config(config) -> None:
 
 
 def init(config, rng: jax.Array, example_batch) -> State:
-    x = to_model_range(example_batch["image"])
+    x = diffusion.to_model_range(example_batch["image"])
     t = jnp.zeros((x.shape[0],), jnp.float32)
     params = build_model(config).init(jax.random.fold_in(rng, 0), x, t)["params"]
     return State(
@@ -154,7 +145,7 @@ def init(config, rng: jax.Array, example_batch) -> State:
 def train_step(config, state: State, batch) -> tuple[State, dict]:
     rng = jax.random.fold_in(state.rng, state.step)
     in_rng, dropout_rng = jax.random.split(rng)
-    x, t = _inputs(config, to_model_range(batch["image"]), in_rng)
+    x, t = _inputs(config, diffusion.to_model_range(batch["image"]), in_rng)
     labels = jnp.asarray(batch["label"], jnp.int32)
     grad_fn = jax.value_and_grad(
         lambda p: loss_fn(config, p, x, t, labels, dropout_rng), has_aux=True
@@ -172,7 +163,7 @@ def eval_step(config, state: State, batch) -> dict:
     """Held-out loss and accuracy on the inputs it trains on (noise fixed by each example's
     index); a noise-aware classifier also reports accuracy at each of ``classifier.eval_times``
     (clean images at ``t = 0``)."""
-    x0 = to_model_range(batch["image"])
+    x0 = diffusion.to_model_range(batch["image"])
     labels = jnp.asarray(batch["label"], jnp.int32)
     keys = example_keys(state.rng, batch["index"])
     model = build_model(config)
@@ -182,7 +173,7 @@ def eval_step(config, state: State, batch) -> dict:
         return {"loss": _cross_entropy(logits, labels), "accuracy": _acc(logits, labels)}
     schedule = make_schedule(config)
     noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x0.shape[1:]))(keys)
-    t = jax.vmap(lambda k: sample_times(schedule, jax.random.fold_in(k, 0), 1)[0])(keys)
+    t = jax.vmap(lambda k: sample_times(config, schedule, jax.random.fold_in(k, 0), 1)[0])(keys)
     logits = apply(noise_images(schedule, x0, t, noise), t)
     out = {"loss": _cross_entropy(logits, labels), "accuracy": _acc(logits, labels)}
     for value in tuple(config.classifier.eval_times):
