@@ -203,8 +203,19 @@ def main(argv):
             options = {k: _OPTION_FLAGS[k].value for k in family.SAMPLE_OPTIONS}
             num, ncol, labels, guide = _guided_options(setup.config)
             options.update(guide)
-            fn = jax.jit(lambda s, r: family.sample(setup.config, s, r, num, **options))
-            grid = np.asarray(fn(state, jax.random.PRNGKey(_SEED.value)))
+            key = jax.random.PRNGKey(_SEED.value)
+            classifier = options.pop("classifier", None)
+            if classifier is None:
+                fn = jax.jit(lambda s, r: family.sample(setup.config, s, r, num, **options))
+                grid = np.asarray(fn(state, key))
+            else:  # its parameters are an argument, not constants baked into the program
+                clf_config, clf_params = classifier
+
+                def guided(s, r, c):
+                    clf = (clf_config, c)
+                    return family.sample(setup.config, s, r, num, classifier=clf, **options)
+
+                grid = np.asarray(jax.jit(guided)(state, key, clf_params))
             arrays = {"images": grid}
             if labels is not None:
                 arrays["labels"] = np.asarray(labels)
