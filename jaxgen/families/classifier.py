@@ -102,7 +102,7 @@ def loss_fn(config, params, x, t, labels, dropout_rng):
         {"params": params}, x, t, deterministic=dropout_rng is None, rngs=rngs
     )
     loss = _cross_entropy(logits, labels)
-    return loss, jnp.mean(jnp.argmax(logits, -1) == labels)
+    return loss, _acc(logits, labels)
 
 
 # ------------------------------------------------------------------------------------ contract

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from jaxgen.nn.unet import TIME_SCALE, Downsample, ResBlock, _conv, _norm, timestep_embedding
@@ -52,7 +51,3 @@ class Classifier(nn.Module):
         pooled = jnp.mean(h.astype(jnp.float32), axis=(1, 2))
         logits = nn.Dense(self.num_classes, param_dtype=jnp.float32, name="head")(pooled)
         return (logits, pooled) if features else logits
-
-
-def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return jnp.mean(jnp.argmax(logits, -1) == labels)
