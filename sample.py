@@ -2,6 +2,11 @@ r"""Sample from a trained jaxgen model.
 
     python sample.py --workdir=runs/vae --num=64 [--seed=0] [--out=samples.png] [--reconstruct]
 
+A VQ-VAE alone writes reconstructions; its PixelCNN prior generates, per class when it is
+conditional (``--class=N|all``):
+
+    python sample.py --workdir=runs/pixelcnn_mnist --class=all --num=100 [--temperature=1.0]
+
 Guided generation from a diffusion model:
 
     python sample.py --workdir=runs/cfg --sampler=dpm_solver++ --steps=20 --guidance=cfg \
@@ -100,11 +105,50 @@ def _class_count(config, classifier) -> int:
     return int(config.model.get("num_classes", 0)) if "model" in config else 0
 
 
+_LABELLED = ("diffusion", "pixelcnn")  # families whose ``sample`` takes ``label``
+
+
+def _class_choice(config, k: int):
+    """``(num, ncol, label)`` from --class and --num for a model with ``k`` classes."""
+    num, ncol, label = _NUM.value, None, None
+    if _CLASS.value is None:
+        return num, ncol, label
+    if k == 0:
+        hint = (
+            "steer it with --guidance=classifier and a noise-aware classifier"
+            if config.family == "diffusion"
+            else "train a conditional one (model.num_classes > 0) to choose the class"
+        )
+        raise ConfigError(
+            f"--class was given but the model is unconditional (model.num_classes=0); {hint}"
+        )
+    if _CLASS.value == "all":
+        per_class = max(1, num // k)
+        return k * per_class, per_class, np.repeat(np.arange(k, dtype=np.int32), per_class)
+    try:
+        label = int(_CLASS.value)
+    except ValueError:
+        label = -1
+    if not 0 <= label < k:
+        raise ConfigError(
+            f"--class={_CLASS.value!r} is not a class of this model; use 0..{k - 1} or 'all'"
+        )
+    return num, ncol, label
+
+
+def _labels_of(label, num: int, k: int):
+    labels = label if isinstance(label, np.ndarray) else None
+    if labels is None and k:
+        labels = np.full(num, label) if label is not None else np.arange(num) % k
+    return labels
+
+
 def _guided_options(config):
-    """``(num, ncol, labels, options)`` for the family's ``sample`` from the guidance flags."""
+    """``(num, ncol, labels, options)`` for the family's ``sample`` from the class and
+    guidance flags."""
     guided_flags = [
         name
-        for name in ("guidance", "scale", "class", "negative-class", "interval", "rescale")
+        for name in ("guidance", "scale", "negative-class", "interval", "rescale")
         + ("classifier-workdir",)
         if flags.FLAGS[name].present
     ]
@@ -114,7 +158,16 @@ def _guided_options(config):
                 f"--{guided_flags[0]} is for diffusion models; this workdir holds a "
                 f"{config.family!r} model"
             )
-        return _NUM.value, None, None, {}
+        if config.family not in _LABELLED:
+            if _CLASS.value is not None:
+                raise ConfigError(
+                    f"--class is for conditional models; this workdir holds a "
+                    f"{config.family!r} model, which takes no class"
+                )
+            return _NUM.value, None, None, {}
+        k = _class_count(config, None)
+        num, ncol, label = _class_choice(config, k)
+        return num, ncol, _labels_of(label, num, k), {"label": label}
     guidance = _GUIDANCE.value
     if guidance != "none" and _SCALE.value is None:
         raise ConfigError(f"--guidance={guidance} needs --scale (e.g. --scale=3)")
@@ -131,27 +184,7 @@ def _guided_options(config):
         clf_setup, clf_state = loop.restore_for_inference(_CLASSIFIER.value)
         classifier = (clf_setup.config, clf_state.params)
     k = _class_count(config, classifier)
-    num, ncol, label = _NUM.value, None, None
-    if _CLASS.value is not None:
-        if k == 0:
-            raise ConfigError(
-                "--class was given but the model is unconditional (model.num_classes=0); "
-                "steer it with --guidance=classifier and a noise-aware classifier"
-            )
-        if _CLASS.value == "all":
-            per_class = max(1, num // k)
-            label = np.repeat(np.arange(k, dtype=np.int32), per_class)
-            num, ncol = k * per_class, per_class
-        else:
-            try:
-                label = int(_CLASS.value)
-            except ValueError:
-                label = -1
-            if not 0 <= label < k:
-                raise ConfigError(
-                    f"--class={_CLASS.value!r} is not a class of this model; "
-                    f"use 0..{k - 1} or 'all'"
-                )
+    num, ncol, label = _class_choice(config, k)
     if _NEGATIVE.value is not None and not 0 <= _NEGATIVE.value < k:
         raise ConfigError(
             f"--negative-class={_NEGATIVE.value} is not a class of this model; use 0..{k - 1}"
@@ -174,10 +207,7 @@ def _guided_options(config):
         options.update(scale=_SCALE.value, classifier=classifier)
     if guidance == "cfg":
         options.update(negative_label=_NEGATIVE.value, rescale=_RESCALE.value, interval=interval)
-    labels = label if isinstance(label, np.ndarray) else None
-    if labels is None and k:
-        labels = np.full(num, label) if label is not None else np.arange(num) % k
-    return num, ncol, labels, options
+    return num, ncol, _labels_of(label, num, k), options
 
 
 def main(argv):
@@ -189,9 +219,17 @@ def main(argv):
         if _NUM.value < 1:
             raise ConfigError(f"--num={_NUM.value} must be >= 1")
         setup, state = loop.restore_for_inference(_WORKDIR.value)
-        name = "reconstructions.png" if _RECON.value else "samples.png"
+        reconstruct = _RECON.value
+        if not hasattr(setup.family, "sample") and hasattr(setup.family, "reconstruct"):
+            # e.g. a VQ-VAE alone: it generates only with a prior over its codes
+            print(
+                f"{setup.config.family!r} does not generate on its own (train a prior on its "
+                "codes for that); writing reconstructions of test images"
+            )
+            reconstruct = True
+        name = "reconstructions.png" if reconstruct else "samples.png"
         out = _OUT.value or os.path.join(_WORKDIR.value, name)
-        if _RECON.value:
+        if reconstruct:
             grid, ncol, arrays = _reconstructions(setup, state, _NUM.value)
         else:
             family = setup.family

@@ -15,7 +15,8 @@ def _variants(path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     doc = module.__doc__ or ""
-    known = ("tiny", "demo", "cpu", "cond", "clean", "mlp", "conv", "bernoulli", "long")
+    known = ("tiny", "demo", "cpu", "cond", "clean", "mlp", "conv", "bernoulli", "long", "loss")
+    known += ("norestart",)
     return [v for v in known if f"``{v}``" in doc]
 
 
@@ -28,10 +29,27 @@ def test_every_config_and_variant_loads_and_validates(path):
         validate(config, num_devices=8)
 
 
+_FIRST_STAGES = {}
+
+
+def _tiny_first_stage(path, tmp_path_factory) -> str:
+    """The workdir of ``path``'s tiny config after two steps, shared by the tests."""
+    if path not in _FIRST_STAGES:
+        config = offline_data(load_config(path, "tiny"))
+        config.train.num_steps = 2
+        workdir = str(tmp_path_factory.mktemp(path.stem))
+        loop.train_and_evaluate(config, workdir)
+        _FIRST_STAGES[path] = workdir
+    return _FIRST_STAGES[path]
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_every_tiny_config_trains_two_steps(path, tmp_path):
+def test_every_tiny_config_trains_two_steps(path, tmp_path, tmp_path_factory):
     config = offline_data(load_config(path, "tiny"))
     config.train.num_steps = 2
+    if "first_stage" in config:  # a prior: on its first stage's tiny config, trained once
+        first_path = path.parent / path.name.replace(config.family, "vqvae")
+        config.first_stage.workdir = _tiny_first_stage(first_path, tmp_path_factory)
     state, summary = loop.train_and_evaluate(config, str(tmp_path))
     assert int(state.step) == 2 and summary["eval"]["examples"] > 0
 
@@ -47,7 +65,7 @@ def test_unknown_variant_is_named():
         (
             "family",
             "vea",
-            r"family='vea' is not a known family; expected one of \('vae', 'diffusion', 'classif",
+            r"family='vea' is not a known family; expected one of \('vae', 'vqvae', 'pixelcnn',",
         ),
         (
             "train.batch_size",

@@ -34,6 +34,7 @@ from jaxgen.engine.mesh import (
     replicated,
 )
 from jaxgen.engine.metrics import MetricsWriter
+from jaxgen.errors import ConfigError
 from jaxgen.families import get_family
 
 
@@ -70,9 +71,26 @@ class Setup:
         return ckpt_lib.abstract_like(self.abstract_state, self.state_sharding)
 
 
+def resolve_first_stage(config) -> None:
+    """Two-stage families name their first stage in ``first_stage.workdir``; copy that run's
+    ``config.json`` into ``first_stage.config`` (once: a restored run's config already has it)."""
+    if "first_stage" not in config or "family" in config.first_stage.config:
+        return
+    workdir = config.first_stage.workdir
+    if not workdir or not os.path.exists(os.path.join(workdir, ckpt_lib.CONFIG_FILE)):
+        raise ConfigError(
+            f"first_stage.workdir={workdir!r} is not a trained run (no "
+            f"{ckpt_lib.CONFIG_FILE} there); train the first stage first, e.g. python train.py "
+            "--config=configs/vqvae_mnist.py --workdir=runs/vqvae_mnist, and pass "
+            "--config.first_stage.workdir=runs/vqvae_mnist"
+        )
+    config.first_stage.config = ckpt_lib.load_config(workdir)
+
+
 def make_setup(config, devices=None, need_data: bool = True) -> Setup:
     maybe_initialize_distributed(config)
     mesh = make_mesh(devices)
+    resolve_first_stage(config)
     validate(config, mesh.devices.size, jax.process_count(), need_data=need_data)
     family = get_family(config.family)
     rows = mesh.devices.size
@@ -116,7 +134,12 @@ def _compile_eval(setup: Setup):
 
 
 def run_eval(setup: Setup, eval_fn, state, split, num_examples: int) -> dict[str, float]:
-    """Mean of the family's eval metrics over the first ``num_examples`` test examples."""
+    """Mean of the family's eval metrics over the first ``num_examples`` test examples.
+
+    A metric that is an array rather than a scalar is a histogram (a VQ model's code counts,
+    ``codes``): it is summed over the pass and reported as ``<name>_used``, the fraction of its
+    bins that were hit, and ``<name>_perplexity``, the exponentiated entropy of the pass's
+    distribution (unlike a batch perplexity, it does not depend on the batch size)."""
     cfg = setup.config
     batches = eval_batches(
         split, cfg.eval.batch_size, num_examples, jax.process_index(), jax.process_count()
@@ -131,7 +154,15 @@ def run_eval(setup: Setup, eval_fn, state, split, num_examples: int) -> dict[str
             f"eval: the test split has {split.num_examples} examples, fewer than one eval batch "
             f"of eval.batch_size={cfg.eval.batch_size}"
         )
-    out = {k: float(v) / count for k, v in jax.device_get(totals).items()}
+    out = {}
+    for k, v in jax.device_get(totals).items():
+        v = np.asarray(v)
+        if v.ndim == 0:
+            out[k] = float(v) / count
+        else:  # a histogram (e.g. of codes): summed over the pass, not averaged
+            out[f"{k}_used"] = float(np.mean(v > 0))
+            p = v / max(float(v.sum()), 1e-12)
+            out[f"{k}_perplexity"] = float(np.exp(-np.sum(p * np.log(np.maximum(p, 1e-12)))))
     out["examples"] = float(num_eval_examples(split, cfg.eval.batch_size, num_examples))
     return out
 
@@ -162,6 +193,10 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_at_step: int | N
         resumed_from = int(state.step)
     else:
         state, resumed_from = setup.init_state(), None
+        if hasattr(family, "attach_first_stage"):  # frozen weights of a trained first stage
+            _, first = restore_for_inference(cfg.first_stage.workdir, devices)
+            state = family.attach_first_stage(cfg, state, first)
+            state = jax.device_put(state, setup.state_sharding)
     ckpt_lib.save_config(workdir, cfg)
 
     batch_sh = {k: batch_sharding(mesh) for k in ("image", "label", "index")}

@@ -11,7 +11,7 @@ from types import ModuleType
 
 from jaxgen.errors import ConfigError
 
-FAMILIES = ("vae", "diffusion", "classifier")
+FAMILIES = ("vae", "vqvae", "pixelcnn", "diffusion", "classifier")
 
 
 def get_family(name: str) -> ModuleType:

@@ -38,7 +38,9 @@ from jaxgen.nn.vae import VAE
 LIKELIHOODS = ("bernoulli", "discretized_gaussian")
 BINARIZE = ("dynamic", "none")
 MODEL_KINDS = ("conv", "mlp")
-SAMPLE_OPTIONS = {"temperature": (1.0, "VAE: scale of the prior noise (1 = the prior).")}
+SAMPLE_OPTIONS = {
+    "temperature": (1.0, "VAE: prior noise scale; PixelCNN prior: softmax temperature."),
+}
 _MIN_LOG_SCALE = -7.0
 
 

@@ -1,0 +1,295 @@
+"""VQ-VAE (van den Oord et al. 2017): a conv autoencoder with a discrete latent grid.
+
+The encoder maps an image to ``z_e: [B, h, w, D]``; each vector is replaced by its nearest code
+of a ``[K, D]`` codebook (``jaxgen.quantize``); the decoder reconstructs from the codes, its input
+being the straight-through ``z_e + stop_gradient(codes - z_e)``. Loss per batch::
+
+    mean (x_hat - x)^2  +  [mean |sg(z_e) - e|^2]  +  beta * mean |z_e - sg(e)|^2
+
+with pixels on the ``[0, 1]`` scale and every term a mean over its elements (so beta is relative
+to a per-pixel-mean reconstruction loss; with summed losses it would mean something else).
+The bracketed codebook (VQ) term is used when ``vq.codebook = 'loss'``; with ``'ema'`` the
+codebook gets no gradient and follows exponential moving averages of the encoder outputs
+assigned to it (``quantize.ema_update``, an explicit state transform after each step).
+
+Codebook health: ``vq.restart_after > 0`` re-seeds every code unused for that many steps from
+the current batch's encoder outputs (``quantize.restart_dead_codes``). Eval reports the
+reconstruction MSE and PSNR, the VQ and commitment losses, the batch perplexity, and over the
+whole eval pass the fraction of codes used (``codes_used``) and the pass's perplexity.
+
+This family does not generate on its own (``sample.py`` shows reconstructions); the PixelCNN
+prior (``family = 'pixelcnn'``) trained on its codes does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxgen import quantize as vq
+from jaxgen.errors import ConfigError
+from jaxgen.families.common import (
+    check_choice,
+    check_optimizer,
+    global_norm,
+    make_optimizer,
+    to_unit_interval,
+)
+from jaxgen.nn.vqvae import VQVAE
+
+CODEBOOKS = ("ema", "loss")
+SAMPLE_OPTIONS: dict = {}
+
+
+@flax.struct.dataclass
+class State:
+    step: jax.Array
+    rng: jax.Array
+    params: Any  # encoder, decoder, and the codebook when vq.codebook == 'loss'
+    opt_state: Any
+    ema: Any  # quantize.EmaCodebook when vq.codebook == 'ema', else None
+    unused: jax.Array  # [K] int32: steps since each code was last chosen
+
+
+def build_model(config) -> VQVAE:
+    m = config.model
+    return VQVAE(
+        image_channels=config.data.image_shape[-1],
+        latent_dim=config.vq.dim,
+        channels=tuple(m.channels),
+        num_res_blocks=m.num_res_blocks,
+        res_hidden=m.res_hidden,
+    )
+
+
+def latent_shape(config) -> tuple[int, int]:
+    """``(h, w)`` of the code grid."""
+    factor = 2 ** len(config.model.channels)
+    h, w, _ = config.data.image_shape
+    return h // factor, w // factor
+
+
+def validate_config(config) -> None:
+    check_choice(config, "vq.codebook", CODEBOOKS)
+    check_optimizer(config.optimizer)
+    for key in ("num_codes", "dim"):
+        if not isinstance(config.vq[key], int) or config.vq[key] < 1:
+            raise ConfigError(f"vq.{key}={config.vq[key]!r} must be a positive integer")
+    if config.vq.beta < 0:
+        raise ConfigError(f"vq.beta={config.vq.beta!r} must be >= 0 (0.25 in the paper)")
+    if not 0 <= config.vq.ema_decay < 1:
+        raise ConfigError(f"vq.ema_decay={config.vq.ema_decay!r} must be in [0, 1) (e.g. 0.99)")
+    if not config.vq.ema_eps > 0:
+        raise ConfigError(f"vq.ema_eps={config.vq.ema_eps!r} must be > 0 (e.g. 1e-5)")
+    if not isinstance(config.vq.restart_after, int) or config.vq.restart_after < 0:
+        raise ConfigError(
+            f"vq.restart_after={config.vq.restart_after!r} must be an integer >= 0 "
+            "(0: no dead-code restarts)"
+        )
+    factor = 2 ** len(config.model.channels)
+    h, w, _ = config.data.image_shape
+    if not config.model.channels or h % factor or w % factor:
+        raise ConfigError(
+            f"model.channels={tuple(config.model.channels)} halves the image "
+            f"{len(config.model.channels)} times, so data.image_shape={(h, w)} must be "
+            f"divisible by {factor}; use a non-empty channels tuple that fits"
+        )
+
+
+def _init_codebook(config, rng: jax.Array) -> jax.Array:
+    k = config.vq.num_codes
+    return jax.random.uniform(rng, (k, config.vq.dim), jnp.float32, -1.0 / k, 1.0 / k)
+
+
+def init(config, rng: jax.Array, example_batch) -> State:
+    x = to_unit_interval(example_batch["image"])
+    params = dict(build_model(config).init(jax.random.fold_in(rng, 0), x)["params"])
+    codebook = _init_codebook(config, jax.random.fold_in(rng, 1))
+    ema = None
+    if config.vq.codebook == "ema":
+        ema = vq.ema_init(codebook)
+    else:
+        params["codebook"] = codebook
+    return State(
+        step=jnp.zeros((), jnp.int32),
+        rng=rng,
+        params=params,
+        opt_state=make_optimizer(config.optimizer).init(params),
+        ema=ema,
+        unused=jnp.zeros((config.vq.num_codes,), jnp.int32),
+    )
+
+
+def codebook_of(state: State) -> jax.Array:
+    """The ``[K, D]`` codebook in use."""
+    return state.ema.codebook if state.ema is not None else state.params["codebook"]
+
+
+def _nets(params) -> dict:
+    return {k: v for k, v in params.items() if k != "codebook"}
+
+
+def encode(config, params, x: jax.Array) -> jax.Array:
+    """``z_e: [B, h, w, D]`` for images ``x`` in ``[0, 1]``."""
+    return build_model(config).apply({"params": _nets(params)}, x, method=VQVAE.encode)
+
+
+def decode(config, params, z_q: jax.Array) -> jax.Array:
+    """Decoder output (pixel values on the ``[0, 1]`` scale, unclipped)."""
+    return build_model(config).apply({"params": _nets(params)}, z_q, method=VQVAE.decode)
+
+
+def encode_to_indices(config, state: State, images: jax.Array) -> jax.Array:
+    """uint8 images -> int32 code indices ``[B, h, w]``."""
+    z_e = encode(config, state.params, to_unit_interval(images))
+    return vq.nearest_code(z_e, codebook_of(state))[0]
+
+
+def decode_indices(config, state: State, indices: jax.Array) -> jax.Array:
+    """Code indices ``[B, h, w]`` -> images in ``[0, 1]``."""
+    codes = jnp.take(codebook_of(state), indices, axis=0)
+    return jnp.clip(decode(config, state.params, codes), 0.0, 1.0)
+
+
+def loss_fn(config, params, codebook: jax.Array, x: jax.Array):
+    """Scalar loss and ``(metrics, z_e, indices)`` for targets ``x: [B, H, W, C]``.
+
+    ``codebook`` is ``params['codebook']`` (learned by the VQ term) or the EMA codebook, which
+    the caller passes through ``stop_gradient``.
+    """
+    z_e = encode(config, params, x)
+    q = vq.quantize(z_e, codebook)
+    x_hat = decode(config, params, q.z_q)
+    mse = jnp.mean((x_hat - x) ** 2)
+    commit = vq.commitment_loss(z_e, q.codes, beta=config.vq.beta)
+    codebook_term = vq.codebook_loss(z_e, q.codes)
+    loss = mse + commit
+    if config.vq.codebook == "loss":
+        loss = loss + codebook_term
+    metrics = {
+        "loss": loss,
+        "mse": mse,
+        "vq_loss": codebook_term,
+        "commit_loss": commit,
+        "perplexity": vq.perplexity(q.indices, config.vq.num_codes),
+    }
+    return loss, (metrics, z_e, q.indices)
+
+
+def train_step(config, state: State, batch) -> tuple[State, dict]:
+    x = to_unit_interval(batch["image"])
+    ema = config.vq.codebook == "ema"
+    if ema:
+
+        def objective(params):
+            return loss_fn(config, params, jax.lax.stop_gradient(state.ema.codebook), x)
+    else:
+
+        def objective(params):
+            return loss_fn(config, params, params["codebook"], x)
+
+    grads, (metrics, z_e, indices) = jax.grad(objective, has_aux=True)(state.params)
+    updates, opt_state = make_optimizer(config.optimizer).update(
+        grads, state.opt_state, state.params
+    )
+    params = optax.apply_updates(state.params, updates)
+    ema_state = state.ema
+    if ema:
+        ema_state = vq.ema_update(
+            ema_state, z_e, indices, decay=config.vq.ema_decay, eps=config.vq.ema_eps
+        )
+    unused = vq.update_unused(state.unused, indices)
+    restarted = jnp.zeros((), jnp.float32)
+    if config.vq.restart_after > 0:
+        rng = jax.random.fold_in(state.rng, state.step)
+        restarted = jnp.sum(unused >= config.vq.restart_after).astype(jnp.float32)
+        if ema:
+            ema_state, unused = vq.restart_dead_codes_ema(
+                ema_state, unused, z_e, rng, config.vq.restart_after
+            )
+        else:
+            codebook, unused = vq.restart_dead_codes(
+                params["codebook"], unused, z_e, rng, config.vq.restart_after
+            )
+            params = {**params, "codebook": codebook}
+    metrics["grad_norm"] = global_norm(grads)
+    metrics["restarted"] = restarted
+    new_state = state.replace(
+        step=state.step + 1, params=params, opt_state=opt_state, ema=ema_state, unused=unused
+    )
+    return new_state, metrics
+
+
+def eval_step(config, state: State, batch) -> dict:
+    """Batch means of the reconstruction and codebook figures; ``codes`` is the batch's code
+    histogram ``[K]``, which the engine sums over the eval pass (``codes_used``)."""
+    x = to_unit_interval(batch["image"])
+    _, (metrics, z_e, indices) = loss_fn(config, state.params, codebook_of(state), x)
+    del z_e
+    x_hat = decode_indices(config, state, indices)
+    per_image = jnp.mean((x_hat - x) ** 2, axis=(1, 2, 3))
+    metrics = {k: v for k, v in metrics.items() if k != "loss"}
+    metrics["mse"] = per_image.mean()  # of the clipped reconstruction, as an image viewer sees it
+    metrics["psnr"] = jnp.mean(-10.0 * jnp.log10(jnp.maximum(per_image, 1e-10)))
+    metrics["codes"] = vq.code_counts(indices, config.vq.num_codes)
+    return metrics
+
+
+def reconstruct(config, state: State, images: jax.Array) -> jax.Array:
+    """Reconstructions through the codebook: ``[B, H, W, C]`` in ``[0, 1]``."""
+    return decode_indices(config, state, encode_to_indices(config, state, images))
+
+
+def add_defaults(c) -> None:
+    """The VQ-VAE's config sections (``model``, ``vq``) on a base config."""
+    import ml_collections
+
+    c.family = "vqvae"
+    c.model = ml_collections.ConfigDict()
+    c.model.channels = (64, 128)  # one stride-2 stage each: 28x28 -> 7x7 codes
+    c.model.num_res_blocks = 2
+    c.model.res_hidden = 64
+    c.vq = ml_collections.ConfigDict()
+    c.vq.num_codes = 512  # K
+    c.vq.dim = 64  # D
+    c.vq.beta = 0.25  # on the commitment term
+    c.vq.codebook = "ema"  # ema | loss
+    c.vq.ema_decay = 0.99
+    c.vq.ema_eps = 1e-5
+    c.vq.restart_after = 100  # steps unused before a code is re-seeded; 0: never
+
+
+def tiny_model(c) -> None:
+    c.model.channels = (8, 8)
+    c.model.num_res_blocks = 1
+    c.model.res_hidden = 8
+    c.vq.num_codes = 16
+    c.vq.dim = 4
+
+
+def defaults_28x28(c, variants) -> None:
+    """Settings for 28x28x1 data (MNIST, Fashion-MNIST) that those configs share: K = 512
+    codes of D = 64 on a 7x7 grid. ``variants`` may hold ``loss`` (codebook learned by the VQ
+    loss instead of EMA) and ``norestart`` (no dead-code restarts)."""
+    c.data.image_shape = (28, 28, 1)
+    c.model.channels = (32, 64)
+    c.model.res_hidden = 32
+    c.train.batch_size = 64
+    c.train.num_steps = 3_000
+    c.train.eval_every = 1_000
+    c.train.checkpoint_every = 1_000
+    c.train.sample_every = 0
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.warmup_steps = 100
+    c.optimizer.decay_steps = c.train.get_ref("num_steps") - 100
+    c.eval.batch_size = 400
+    c.eval.num_examples = 2_000
+    c.eval.final_num_examples = 10_000
+    if "loss" in variants:
+        c.vq.codebook = "loss"
+    if "norestart" in variants:
+        c.vq.restart_after = 0
