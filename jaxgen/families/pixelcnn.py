@@ -242,8 +242,8 @@ def defaults_28x28(c, variants, first_stage_workdir: str) -> None:
     c.model.num_layers = 10
     if "cond" in variants:
         c.model.num_classes = 10
-    c.train.batch_size = 128
-    c.train.num_steps = 3_000
+    c.train.batch_size = 64
+    c.train.num_steps = 2_000
     c.train.eval_every = 1_000
     c.train.checkpoint_every = 1_000
     c.train.sample_every = 1_000

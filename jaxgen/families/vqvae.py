@@ -279,7 +279,7 @@ def defaults_28x28(c, variants) -> None:
     c.model.channels = (32, 64)
     c.model.res_hidden = 32
     c.train.batch_size = 64
-    c.train.num_steps = 3_000
+    c.train.num_steps = 2_000
     c.train.eval_every = 1_000
     c.train.checkpoint_every = 1_000
     c.train.sample_every = 0
