@@ -4,7 +4,7 @@ they keep, as the guidance scale grows.
     python bench/guidance_tradeoff.py --workdir runs/diff_fashion \
         --evaluator runs/clf_fashion_clean [--classifier runs/clf_fashion_noisy] \
         [--cfg-scales 0,1,2,3,5,7.5] [--clf-scales 0,1,2,4,8] [--per-class 50] [--steps 20] \
-        [--name fashion_mnist]
+        [--name fashion_mnist] [--save-samples runs/guidance_fashion]
 
 For each scale it draws ``--per-class`` samples of every class with DPM-Solver++ 2M (``--steps``
 model calls; CFG batches cond and uncond into each call), from one compiled sampler whose scale
@@ -84,6 +84,11 @@ def main():
     ap.add_argument("--per-class", type=int, default=50)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--name", default="fashion_mnist")
+    ap.add_argument(
+        "--save-samples",
+        default=None,
+        help="folder for <kind>_<scale>.npz of every sweep point (images, labels), for rescoring",
+    )
     args = ap.parse_args()
 
     setup, state = loop.restore_for_inference(args.workdir)
@@ -113,6 +118,10 @@ def main():
         samples = sweep(setup, state, kind, scales, labels, args.steps, clf)
         curves[kind] = []
         for w, images in samples.items():
+            if args.save_samples:
+                os.makedirs(args.save_samples, exist_ok=True)
+                path = os.path.join(args.save_samples, f"{kind}_{w:g}.npz")
+                np.savez_compressed(path, images=images, labels=labels)
             acc, div = score(images)
             rows.append((kind, w, acc, div))
             curves[kind].append((w, acc, div))
