@@ -216,7 +216,7 @@ def defaults_28x28(c, variants) -> None:
     c.train.num_steps = 2_500
     if not c.classifier.noisy:
         # the evaluator: annealed, since its accuracy bounds what it can tell apart
-        c.optimizer.decay_steps = c.train.get_ref("num_steps") - 100
+        c.optimizer.decay_steps = c.train.get_ref("num_steps") - c.optimizer.get_ref("warmup_steps")
     c.train.eval_every = 1_000
     c.train.checkpoint_every = 1_000
     c.optimizer.learning_rate = 1e-3
@@ -232,3 +232,4 @@ def tiny_model(c) -> None:
     c.model.channels = 8
     c.model.channel_mult = (1, 2)
     c.optimizer.warmup_steps = 0
+    c.optimizer.decay_steps = 0  # a constant rate: the tests' short runs
