@@ -29,6 +29,4 @@ def get_config(arg=None):
     if "tiny" in variants:
         tiny(c)
         pixelcnn.tiny_model(c)
-        c.optimizer.warmup_steps = 0
-        c.optimizer.decay_steps = 0
     return c

@@ -23,7 +23,4 @@ def get_config(arg=None):
     if "tiny" in variants:
         tiny(c)
         vqvae.tiny_model(c)
-        c.optimizer.warmup_steps = 0
-        c.optimizer.decay_steps = 0
-        c.vq.restart_after = 2
     return c

@@ -230,8 +230,11 @@ def add_defaults(c) -> None:
 
 
 def tiny_model(c) -> None:
+    """The ``tiny`` variant's network and schedule, shared by the prior configs."""
     c.model.channels = 8
     c.model.num_layers = 2
+    c.optimizer.warmup_steps = 0
+    c.optimizer.decay_steps = 0
 
 
 def defaults_28x28(c, variants, first_stage_workdir: str) -> None:

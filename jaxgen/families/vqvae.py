@@ -264,11 +264,15 @@ def add_defaults(c) -> None:
 
 
 def tiny_model(c) -> None:
+    """The ``tiny`` variant's model and schedule, shared by the VQ-VAE configs."""
     c.model.channels = (8, 8)
     c.model.num_res_blocks = 1
     c.model.res_hidden = 8
     c.vq.num_codes = 16
     c.vq.dim = 4
+    c.vq.restart_after = 2
+    c.optimizer.warmup_steps = 0
+    c.optimizer.decay_steps = 0
 
 
 def defaults_28x28(c, variants) -> None:
