@@ -18,10 +18,10 @@ import os
 import platform
 import resource
 import subprocess
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _common import ROOT, run_child
+
 CONFIGS = [
     ("configs/vae_fashion_mnist.py", "tiny"),
     ("configs/vae_fashion_mnist.py", "demo"),
@@ -31,50 +31,16 @@ CONFIGS = [
 ]
 
 CHILD = r"""
-import functools, importlib.util, json, resource, sys, time
-import jax, numpy as np
-path, arg, seconds = sys.argv[1], sys.argv[2] or None, float(sys.argv[3])
-spec = importlib.util.spec_from_file_location("cfg", path)
-mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-config = mod.get_config(arg)
-from jaxgen.families import get_family
-family = get_family(config.family)
-b = config.train.batch_size
-rng = np.random.default_rng(0)
-def batch():
-    return {"image": rng.integers(0, 256, (b, *config.data.image_shape), dtype=np.uint8),
-            "label": np.zeros(b, np.int32), "index": np.arange(b, dtype=np.int32)}
-state = family.init(config, jax.random.PRNGKey(0), batch())
-step = jax.jit(functools.partial(family.train_step, config), donate_argnums=0)
-t0 = time.perf_counter(); state, m = step(state, batch()); jax.block_until_ready(m)
-compile_s = time.perf_counter() - t0
-for _ in range(3):
-    state, m = step(state, batch())
-jax.block_until_ready(m)
-batches = [batch() for _ in range(8)]
-n, t0 = 0, time.perf_counter()
-while time.perf_counter() - t0 < seconds:
-    state, m = step(state, batches[n % 8]); n += 1
-    if n % 8 == 0:
-        jax.block_until_ready(m)
-jax.block_until_ready(m)
-dt = time.perf_counter() - t0
-print(json.dumps({"steps": n, "seconds": dt, "examples_per_s": n * b / dt, "batch": b,
-                  "compile_s": compile_s,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+import json, sys
+from _common import load_config, peak_rss_mb, time_train_step
+config = load_config(sys.argv[1], sys.argv[2] or None)
+_, out = time_train_step(config, float(sys.argv[3]))
+print(json.dumps({**out, "peak_rss_mb": peak_rss_mb()}))
 """
 
 
 def run_config(path: str, arg: str | None, seconds: float) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, path, arg or "", str(seconds)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(CHILD, path, arg or "", str(seconds))
 
 
 def run_demo() -> dict:

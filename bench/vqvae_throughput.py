@@ -20,10 +20,9 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _common import ROOT, run_child
+
 CASES = [
     ("configs/vqvae_fashion_mnist.py", None, None),
     ("configs/vqvae_fashion_mnist.py", "loss", None),
@@ -33,44 +32,17 @@ CASES = [
 ]
 
 CHILD = r"""
-import functools, importlib.util, json, resource, sys, time
-import jax, jax.numpy as jnp, numpy as np
-
-def load(path, arg):
-    spec = importlib.util.spec_from_file_location("cfg", path)
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-    return mod.get_config(arg)
-
-path, arg, first, seconds = sys.argv[1], sys.argv[2] or None, sys.argv[3], float(sys.argv[4])
-config = load(path, arg)
-if first:
-    config.first_stage.config = load(first, None)
+import json, sys, time
+import jax, jax.numpy as jnp
+from _common import load_config, peak_rss_mb, time_train_step
 from jaxgen.families import get_family
-family = get_family(config.family)
-b = config.train.batch_size
-rng = np.random.default_rng(0)
-def batch(n=b):
-    return {"image": rng.integers(0, 256, (n, *config.data.image_shape), dtype=np.uint8),
-            "label": rng.integers(0, 10, (n,), dtype=np.int32),
-            "index": np.arange(n, dtype=np.int32)}
-state = family.init(config, jax.random.PRNGKey(0), batch())
-step = jax.jit(functools.partial(family.train_step, config), donate_argnums=0)
-t0 = time.perf_counter(); state, m = step(state, batch()); jax.block_until_ready(m)
-compile_s = time.perf_counter() - t0
-for _ in range(3):
-    state, m = step(state, batch())
-jax.block_until_ready(m)
-batches = [batch() for _ in range(8)]
-n, t0 = 0, time.perf_counter()
-while time.perf_counter() - t0 < seconds:
-    state, m = step(state, batches[n % 8]); n += 1
-    if n % 8 == 0:
-        jax.block_until_ready(m)
-jax.block_until_ready(m)
-dt = time.perf_counter() - t0
-out = {"steps": n, "seconds": dt, "examples_per_s": n * b / dt, "batch": b,
-       "compile_s": compile_s}
+path, arg, first, seconds = sys.argv[1], sys.argv[2] or None, sys.argv[3], float(sys.argv[4])
+config = load_config(path, arg)
 if first:
+    config.first_stage.config = load_config(first, None)
+state, out = time_train_step(config, seconds)
+if first:
+    family = get_family(config.family)
     num = 64
     sample = jax.jit(lambda s, r: family.sample(config, s, r, num))
     model = family.build_model(config)
@@ -92,21 +64,12 @@ if first:
     out["sample64_s"] = timed(sample, state, jax.random.PRNGKey(1))
     out["bare49_s"] = timed(bare, state)
     out["sampler_over_bare"] = out["sample64_s"] / out["bare49_s"]
-out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps(out))
+print(json.dumps({**out, "peak_rss_mb": peak_rss_mb()}))
 """
 
 
 def run_case(path, arg, first, seconds) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, path, arg or "", first or "", str(seconds)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(CHILD, path, arg or "", first or "", str(seconds))
 
 
 def main():

@@ -52,6 +52,23 @@ def make_optimizer(opt) -> optax.GradientTransformation:
     return tx
 
 
+def schedule_28x28(c) -> None:
+    """The training schedule the two-stage 28x28 configs (VQ-VAE, PixelCNN prior) share:
+    2,000 Adam steps of batch 64 at 1e-3, 100 warm-up steps then cosine decay to 0, evals of
+    2,000 test images every 1,000 steps and the full 10,000 at the end."""
+    c.train.batch_size = 64
+    c.train.num_steps = 2_000
+    c.train.eval_every = 1_000
+    c.train.checkpoint_every = 1_000
+    c.train.sample_every = 1_000
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.warmup_steps = 100
+    c.optimizer.decay_steps = c.train.get_ref("num_steps") - 100
+    c.eval.batch_size = 400
+    c.eval.num_examples = 2_000
+    c.eval.final_num_examples = 10_000
+
+
 def check_optimizer(opt, prefix: str = "optimizer") -> None:
     if opt.name not in OPTIMIZERS:
         raise ConfigError(f"{prefix}.name={opt.name!r} is not one of {OPTIMIZERS}")

@@ -31,7 +31,12 @@ import optax
 from jaxgen import quantize
 from jaxgen.errors import ConfigError
 from jaxgen.families import vqvae
-from jaxgen.families.common import check_optimizer, global_norm, make_optimizer
+from jaxgen.families.common import (
+    check_optimizer,
+    global_norm,
+    make_optimizer,
+    schedule_28x28,
+)
 from jaxgen.nn.pixelcnn import GatedPixelCNN, sample_codes
 
 SAMPLE_OPTIONS = {
@@ -245,14 +250,4 @@ def defaults_28x28(c, variants, first_stage_workdir: str) -> None:
     c.model.num_layers = 10
     if "cond" in variants:
         c.model.num_classes = 10
-    c.train.batch_size = 64
-    c.train.num_steps = 2_000
-    c.train.eval_every = 1_000
-    c.train.checkpoint_every = 1_000
-    c.train.sample_every = 1_000
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.warmup_steps = 100
-    c.optimizer.decay_steps = c.train.get_ref("num_steps") - 100
-    c.eval.batch_size = 400
-    c.eval.num_examples = 2_000
-    c.eval.final_num_examples = 10_000
+    schedule_28x28(c)

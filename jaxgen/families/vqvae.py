@@ -37,6 +37,7 @@ from jaxgen.families.common import (
     check_optimizer,
     global_norm,
     make_optimizer,
+    schedule_28x28,
     to_unit_interval,
 )
 from jaxgen.nn.vqvae import VQVAE
@@ -156,7 +157,7 @@ def decode_indices(config, state: State, indices: jax.Array) -> jax.Array:
 
 
 def loss_fn(config, params, codebook: jax.Array, x: jax.Array):
-    """Scalar loss and ``(metrics, z_e, indices)`` for targets ``x: [B, H, W, C]``.
+    """Scalar loss and ``(metrics, z_e, indices, x_hat)`` for targets ``x: [B, H, W, C]``.
 
     ``codebook`` is ``params['codebook']`` (learned by the VQ term) or the EMA codebook, which
     the caller passes through ``stop_gradient``.
@@ -177,7 +178,7 @@ def loss_fn(config, params, codebook: jax.Array, x: jax.Array):
         "commit_loss": commit,
         "perplexity": vq.perplexity(q.indices, config.vq.num_codes),
     }
-    return loss, (metrics, z_e, q.indices)
+    return loss, (metrics, z_e, q.indices, x_hat)
 
 
 def train_step(config, state: State, batch) -> tuple[State, dict]:
@@ -192,7 +193,7 @@ def train_step(config, state: State, batch) -> tuple[State, dict]:
         def objective(params):
             return loss_fn(config, params, params["codebook"], x)
 
-    grads, (metrics, z_e, indices) = jax.grad(objective, has_aux=True)(state.params)
+    grads, (metrics, z_e, indices, _) = jax.grad(objective, has_aux=True)(state.params)
     updates, opt_state = make_optimizer(config.optimizer).update(
         grads, state.opt_state, state.params
     )
@@ -228,9 +229,8 @@ def eval_step(config, state: State, batch) -> dict:
     """Batch means of the reconstruction and codebook figures; ``codes`` is the batch's code
     histogram ``[K]``, which the engine sums over the eval pass (``codes_used``)."""
     x = to_unit_interval(batch["image"])
-    _, (metrics, z_e, indices) = loss_fn(config, state.params, codebook_of(state), x)
-    del z_e
-    x_hat = decode_indices(config, state, indices)
+    _, (metrics, _, indices, x_hat) = loss_fn(config, state.params, codebook_of(state), x)
+    x_hat = jnp.clip(x_hat, 0.0, 1.0)
     per_image = jnp.mean((x_hat - x) ** 2, axis=(1, 2, 3))
     metrics = {k: v for k, v in metrics.items() if k != "loss"}
     metrics["mse"] = per_image.mean()  # of the clipped reconstruction, as an image viewer sees it
@@ -282,17 +282,8 @@ def defaults_28x28(c, variants) -> None:
     c.data.image_shape = (28, 28, 1)
     c.model.channels = (32, 64)
     c.model.res_hidden = 32
-    c.train.batch_size = 64
-    c.train.num_steps = 2_000
-    c.train.eval_every = 1_000
-    c.train.checkpoint_every = 1_000
-    c.train.sample_every = 0
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.warmup_steps = 100
-    c.optimizer.decay_steps = c.train.get_ref("num_steps") - 100
-    c.eval.batch_size = 400
-    c.eval.num_examples = 2_000
-    c.eval.final_num_examples = 10_000
+    schedule_28x28(c)
+    c.train.sample_every = 0  # reconstructions come from sample.py
     if "loss" in variants:
         c.vq.codebook = "loss"
     if "norestart" in variants:
