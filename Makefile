@@ -50,7 +50,7 @@ demo-vae: $(STAMP) fashion-mnist
 	@echo "Reconstructions: $(VAE_DEMO_DIR)/reconstructions.png"
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile tests
+	$(PY) -m pytest -n 2 --dist loadfile --durations=15 tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

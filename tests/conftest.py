@@ -7,6 +7,29 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+
+def _share_compilations() -> None:
+    """One persistent XLA compilation cache for this test session: the pytest-xdist workers and
+    the train.py / sample.py subprocesses inherit its folder, so a step the suite has compiled
+    once (the same tiny config, jitted again by another test or process) loads instead of
+    compiling again. Fresh per session, removed at the end; ``filelock`` guards its files."""
+    import atexit
+    import shutil
+    import tempfile
+
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:  # a worker: the controller made it
+        return
+    folder = tempfile.mkdtemp(prefix="jaxgen-tests-xla-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    # A size limit turns on the cache's file lock (two workers write beside each other).
+    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(2 << 30)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+
+
+_share_compilations()
+
 import importlib.util  # noqa: E402
 import pathlib  # noqa: E402
 import sys  # noqa: E402

@@ -44,12 +44,24 @@ def _tiny_first_stage(path, tmp_path_factory) -> str:
 
 
 # A data set's twin config (X_fashion_mnist beside X_mnist) runs the same code on other files
-# (which tests/test_data.py reads); training one of the pair keeps the suite short.
+# (which tests/test_data.py reads); training one of the pair keeps the suite short. So does
+# leaving out diffusion_cifar10_ddpm: its tiny variant is diffusion_mnist's (the same UNet,
+# schedule, prediction and shapes data), as test_cifar10_tiny_is_the_mnist_tiny_run checks.
 TRAINED = [
     p
     for p in CONFIGS
-    if p.parent / p.name.replace("fashion_", "") not in CONFIGS or "fashion_" not in p.name
+    if (p.parent / p.name.replace("fashion_", "") not in CONFIGS or "fashion_" not in p.name)
+    and p.stem != "diffusion_cifar10_ddpm"
 ]
+
+
+def test_cifar10_tiny_is_the_mnist_tiny_run():
+    """What the two-step run of diffusion_mnist:tiny covers for the CIFAR-10 config too."""
+    cifar = load_config(CONFIGS[0].parent / "diffusion_cifar10_ddpm.py", "tiny")
+    mnist = load_config(CONFIGS[0].parent / "diffusion_mnist.py", "tiny")
+    for section in ("model", "diffusion", "sampler"):
+        assert cifar[section].to_dict() == mnist[section].to_dict(), section
+    assert cifar.data.source == "shapes" and cifar.data.image_shape == (16, 16, 1)
 
 
 @pytest.mark.parametrize("path", TRAINED, ids=lambda p: p.stem)

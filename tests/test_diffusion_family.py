@@ -258,9 +258,7 @@ def test_cfg_at_w_1_is_the_conditional_sampler_and_w_0_the_unconditional(conditi
     w1 = np.asarray(run(1, guidance="cfg", scale=1.0))
     w0 = np.asarray(run(1, guidance="cfg", scale=0.0))
     assert np.array_equal(w1, plain) and np.array_equal(w0, null)
-    # Through the batched call (an array w): the same up to XLA's batch-size rounding.
-    w1_batched = np.asarray(run(1, guidance="cfg", scale=jnp.float32(1.0)))
-    np.testing.assert_allclose(w1_batched, plain, atol=2e-4)
+    # (An array w = 1 through the batched cond/uncond call: tests/test_diffusion_guidance.py.)
     w3 = np.asarray(run(1, guidance="cfg", scale=3.0))
     away = np.asarray(run(1, guidance="cfg", scale=3.0, negative_label=0))
     assert np.abs(w3 - plain).max() > 1e-3 and np.abs(away - w3).max() > 1e-3

@@ -18,8 +18,8 @@ def _batch(config, step=0, size=16):
 
 def _loss_and_grads(config, state, batch):
     x = vae._targets(config, jnp.asarray(batch["image"]), jax.random.PRNGKey(1))
-    fn = functools.partial(vae.loss_fn, config)
-    return jax.value_and_grad(fn, has_aux=True)(state.params, x, jax.random.PRNGKey(2), state.step)
+    fn = jax.value_and_grad(functools.partial(vae.loss_fn, config), has_aux=True)
+    return jax.jit(fn)(state.params, x, jax.random.PRNGKey(2), state.step)  # one compile
 
 
 @pytest.mark.parametrize("kind", ["conv", "mlp"])
