@@ -45,8 +45,9 @@ def _tiny_first_stage(path, tmp_path_factory) -> str:
 
 # A data set's twin config (X_fashion_mnist beside X_mnist) runs the same code on other files
 # (which tests/test_data.py reads); training one of the pair keeps the suite short. So does
-# leaving out diffusion_cifar10_ddpm: its tiny variant is diffusion_mnist's (the same UNet,
-# schedule, prediction and shapes data), as test_cifar10_tiny_is_the_mnist_tiny_run checks.
+# leaving out diffusion_cifar10_ddpm: its tiny variant has diffusion_mnist's UNet, schedule,
+# prediction and sampler (test_cifar10_tiny_is_the_mnist_tiny_run checks), on the procedural
+# shapes data that tests/test_diffusion_family.py trains on.
 TRAINED = [
     p
     for p in CONFIGS
