@@ -34,14 +34,14 @@ fashion-mnist:
 
 # The flagship: a class-conditional diffusion model with classifier-free guidance.
 demo: $(STAMP) fashion-mnist
-	$(PY) train.py --config=configs/diffusion_fashion_mnist.py:demo,cond --workdir=$(DEMO_DIR) \
+	$(PY) train.py --config=configs/diffusion.py:fashion_mnist,demo,cond --workdir=$(DEMO_DIR) \
 	  --config.data.path=$(FASHION_DIR)
 	$(PY) sample.py --workdir=$(DEMO_DIR) --sampler=dpm_solver++ --steps=20 --guidance=cfg \
 	  --scale=3 --class=all --num=80 --out=$(DEMO_DIR)/cfg_samples.png
 	@echo "One row per class (DPM-Solver++, 20 steps, CFG w=3): $(DEMO_DIR)/cfg_samples.png"
 
 demo-vae: $(STAMP) fashion-mnist
-	$(PY) train.py --config=configs/vae_fashion_mnist.py:demo --workdir=$(VAE_DEMO_DIR) \
+	$(PY) train.py --config=configs/vae.py:fashion_mnist,demo --workdir=$(VAE_DEMO_DIR) \
 	  --config.data.path=$(FASHION_DIR)
 	$(PY) sample.py --workdir=$(VAE_DEMO_DIR) --num=64 --out=$(VAE_DEMO_DIR)/samples.png
 	$(PY) sample.py --workdir=$(VAE_DEMO_DIR) --num=64 --reconstruct \

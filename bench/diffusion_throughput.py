@@ -4,10 +4,10 @@ model calls, with peak memory next to each figure.
     python bench/diffusion_throughput.py [--seconds 20] [--peer] [--cases gpu|cpu]
 
 Cases (``--cases``, by default ``gpu`` on an accelerator and ``cpu`` otherwise):
-- ``gpu``: the DDPM CIFAR-10 UNet (35.7M parameters, ``configs/diffusion_cifar10_ddpm.py``),
+- ``gpu``: the DDPM CIFAR-10 UNet (35.7M parameters, ``configs/diffusion.py:cifar10``),
   training at batch 128 with bfloat16 compute, sampling at batch 256 in bfloat16;
 - ``cpu``: the same UNet training at batch 8 and sampling at batch 2, in float32 (bfloat16 is
-  emulated on CPUs), and the README's 28x28 UNet (``configs/diffusion_fashion_mnist.py:cpu``)
+  emulated on CPUs), and the README's 28x28 UNet (``configs/diffusion.py:fashion_mnist,cpu``)
   at batch 32, sampling at batch 64.
 
 Each figure runs in its own subprocess, so that its peak memory is its own: the device's
@@ -43,12 +43,12 @@ PEER = os.path.join(ROOT, "..", "shared", "bench", "peer_torch_ddpm.py")
 
 CASES = {
     "gpu": [
-        # (label, config path, variant, train batch, sample batch, bf16)
-        ("DDPM CIFAR-10 UNet, 35.7M", "configs/diffusion_cifar10_ddpm.py", None, 128, 256, True),
+        # (label, config path, its argument (data set, variants), train batch, sample batch, bf16)
+        ("DDPM CIFAR-10 UNet, 35.7M", "configs/diffusion.py", "cifar10", 128, 256, True),
     ],
     "cpu": [
-        ("DDPM CIFAR-10 UNet, 35.7M", "configs/diffusion_cifar10_ddpm.py", None, 8, 2, False),
-        ("28x28 UNet (:cpu), 0.69M", "configs/diffusion_fashion_mnist.py", "cpu", 32, 64, False),
+        ("DDPM CIFAR-10 UNet, 35.7M", "configs/diffusion.py", "cifar10", 8, 2, False),
+        ("28x28 UNet (:cpu), 0.69M", "configs/diffusion.py", "fashion_mnist,cpu", 32, 64, False),
     ],
 }
 
@@ -62,7 +62,7 @@ mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
 config = mod.get_config(arg or None)
 config.diffusion.mixed_precision = bf16
 from jaxgen.diffusion import samplers
-from jaxgen.families import get_family
+from jaxgen.families import diffusion, get_family
 family = get_family("diffusion")
 dev = jax.devices()[0]
 rng = np.random.default_rng(0)
@@ -104,7 +104,7 @@ def peak_memory():
 example = {"image": rng.integers(0, 256, (batch, *shape), dtype=np.uint8),
            "label": np.zeros(batch, np.int32), "index": np.arange(batch, dtype=np.int32)}
 state = family.init(config, jax.random.PRNGKey(0), example)
-out["params"] = int(sum(x.size for x in jax.tree.leaves(state.params)))
+out["params"] = int(sum(x.size for x in jax.tree.leaves(state.model.params)))
 
 if what == "train":
     step = jax.jit(functools.partial(family.train_step, config), donate_argnums=0)
@@ -125,9 +125,9 @@ if what == "train":
     out["matmul_tflops"] = rate / 1e12
     out["of_matmul_rate"] = out["gflop_per_img"] * 1e9 * out["img_s"] / rate
 else:
-    model = family.build_model(config)
-    schedule = family.make_schedule(config)
-    params = state.ema_params
+    model = diffusion.build_model(config)
+    schedule = diffusion.make_schedule(config)
+    params = state.model.ema_params
     x_T = jnp.asarray(rng.standard_normal((batch, *shape)), jnp.float32)
     ts = samplers.timesteps(schedule, 20, "logSNR")[:-1]
 

@@ -44,11 +44,12 @@ def main():
     family, config = setup.family, setup.config
 
     def run(solver, method, order, steps):
-        fn = jax.jit(
-            lambda s, r: family.sample(
+        @jax.jit
+        def fn(s, r):
+            return family.sample(
                 config, s, r, args.num, steps=steps, solver=solver, method=method, order=order
-            )
-        )
+            ).images
+
         t0 = time.perf_counter()
         out = np.asarray(fn(state, jax.random.PRNGKey(0)))
         return out, time.perf_counter() - t0

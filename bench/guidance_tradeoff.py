@@ -64,7 +64,7 @@ def sweep(setup, state, kind, scales, labels, steps, classifier=None, seed=0):
             guidance=kind,
             scale=scale,
             classifier=classifier,
-        )
+        ).images
 
     out = {}
     for w in scales:
@@ -93,25 +93,27 @@ def main():
 
     setup, state = loop.restore_for_inference(args.workdir)
     ev_setup, ev_state = loop.restore_for_inference(args.evaluator)
+    ev_params = ev_state.model.params
     k = setup.config.model.num_classes
     labels = np.repeat(np.arange(k, dtype=np.int32), args.per_class)
 
     def score(images):
-        logits, feats = evaluator_outputs(ev_setup.config, ev_state.params, images)
+        logits, feats = evaluator_outputs(ev_setup.config, ev_params, images)
         return class_accuracy(logits, labels), within_class_diversity(feats, labels)
 
     _, test = load_splits(ev_setup.config.data)
     test_labels = np.asarray(test.get(np.arange(test.num_examples))["label"])
     pick = np.concatenate([np.flatnonzero(test_labels == c)[: args.per_class] for c in range(k)])
     real = test.get(pick)
-    real_logits, real_feats = evaluator_outputs(ev_setup.config, ev_state.params, real["image"])
+    real_logits, real_feats = evaluator_outputs(ev_setup.config, ev_params, real["image"])
     real_acc = class_accuracy(real_logits, real["label"])
     real_div = within_class_diversity(real_feats, real["label"])
 
     runs = [("cfg", _floats(args.cfg_scales), None)]
     if args.classifier:
         clf_setup, clf_state = loop.restore_for_inference(args.classifier)
-        runs.append(("classifier", _floats(args.clf_scales), (clf_setup.config, clf_state.params)))
+        clf = (clf_setup.config, clf_state.model.params)
+        runs.append(("classifier", _floats(args.clf_scales), clf))
 
     rows, curves = [], {}
     for kind, scales, clf in runs:

@@ -22,12 +22,13 @@ import time
 
 from _common import ROOT, run_child
 
+# (config file, its argument: the data set and any variants)
 CONFIGS = [
-    ("configs/vae_fashion_mnist.py", "tiny"),
-    ("configs/vae_fashion_mnist.py", "demo"),
-    ("configs/vae_fashion_mnist.py", None),
-    ("configs/vae_mnist.py", "tiny"),
-    ("configs/vae_mnist.py", None),
+    ("configs/vae.py", "fashion_mnist,tiny"),
+    ("configs/vae.py", "fashion_mnist,demo"),
+    ("configs/vae.py", "fashion_mnist"),
+    ("configs/vae.py", "mnist,tiny"),
+    ("configs/vae.py", "mnist"),
 ]
 
 CHILD = r"""

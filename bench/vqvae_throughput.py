@@ -23,34 +23,37 @@ import platform
 
 from _common import ROOT, run_child
 
+# (config file, its argument, the first stage's (config file, argument) for a prior)
 CASES = [
-    ("configs/vqvae_fashion_mnist.py", None, None),
-    ("configs/vqvae_fashion_mnist.py", "loss", None),
-    ("configs/vqvae_mnist.py", None, None),
-    ("configs/pixelcnn_fashion_mnist.py", None, "configs/vqvae_fashion_mnist.py"),
-    ("configs/pixelcnn_fashion_mnist.py", "cond", "configs/vqvae_fashion_mnist.py"),
+    ("configs/vqvae.py", "fashion_mnist", None),
+    ("configs/vqvae.py", "fashion_mnist,loss", None),
+    ("configs/vqvae.py", "mnist", None),
+    ("configs/pixelcnn.py", "fashion_mnist", ("configs/vqvae.py", "fashion_mnist")),
+    ("configs/pixelcnn.py", "fashion_mnist,cond", ("configs/vqvae.py", "fashion_mnist")),
 ]
 
 CHILD = r"""
-import json, sys, time
+import importlib, json, sys, time
 import jax, jax.numpy as jnp
 from _common import load_config, peak_rss_mb, time_train_step
-from jaxgen.families import get_family
-path, arg, first, seconds = sys.argv[1], sys.argv[2] or None, sys.argv[3], float(sys.argv[4])
+from jaxgen.families import tokenizers
+path, arg, first_path, first_arg = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+seconds = float(sys.argv[5])
 config = load_config(path, arg)
-if first:
-    config.first_stage.config = load_config(first, None)
+if first_path:
+    # What the engine copies from the tokenizer run; its parameters stay zeros (State.frozen).
+    config.first_stage.config = load_config(first_path, first_arg)
 state, out = time_train_step(config, seconds)
-if first:
-    family = get_family(config.family)
+if first_path:
+    module = importlib.import_module(f"jaxgen.families.{config.family}")
     num = 64
-    sample = jax.jit(lambda s, r: family.sample(config, s, r, num))
-    model = family.build_model(config)
+    sample = jax.jit(lambda s, r: module.sample(config, s, r, num).images)
+    model = module.build_model(config)
     labels = jnp.arange(num) % 10 if config.model.num_classes else None
-    h, w = 7, 7
+    h, w = tokenizers.tokenizer_of(config).grid_shape
     def bare(s):  # the sampler's h*w network calls, each on the previous one's output
         def body(c, p):
-            logits = model.apply({"params": s.params}, c, labels)
+            logits = model.apply({"params": s.model.params}, c, labels)
             return c.at[:, 0, 0].set(jnp.argmax(logits[:, 0, 0], -1)), None
         return jax.lax.scan(body, jnp.zeros((num, h, w), jnp.int32), jnp.arange(h * w))[0]
     bare = jax.jit(bare)
@@ -69,7 +72,8 @@ print(json.dumps({**out, "peak_rss_mb": peak_rss_mb()}))
 
 
 def run_case(path, arg, first, seconds) -> dict:
-    return run_child(CHILD, path, arg or "", first or "", str(seconds))
+    first_path, first_arg = first or ("", "")
+    return run_child(CHILD, path, arg, first_path, first_arg, str(seconds))
 
 
 def main():

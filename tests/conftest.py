@@ -38,15 +38,20 @@ import pytest  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CONFIGS = sorted((ROOT / "configs").glob("*.py"))
+CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.py") if p.stem not in ("__init__", "common"))
+
+
+def config_module(path):
+    """A config file as a module: ``get_config``, ``DATASETS`` and ``VARIANTS``."""
+    spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_config(path, arg=None):
     """``get_config(arg)`` of a config file, as ``--config=path:arg`` would give it."""
-    spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return config_module(path).get_config(arg)
 
 
 def offline_data(config):
@@ -62,7 +67,7 @@ def offline_data(config):
 @pytest.fixture
 def tiny_vae_config():
     """The tiny VAE config on procedural 16x16 shapes: fast and needs no files."""
-    config = load_config(ROOT / "configs" / "vae_mnist.py", "tiny")
+    config = load_config(ROOT / "configs" / "vae.py", "mnist,tiny")
     config.data.source = "shapes"
     config.data.image_shape = (16, 16, 1)
     config.data.num_train, config.data.num_test = 256, 64

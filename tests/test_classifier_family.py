@@ -15,7 +15,7 @@ from jaxgen.families import classifier
 
 def _config(*variants, steps=120):
     """A classifier of the procedural 16x16 shapes (3 classes): needs no files."""
-    config = load_config(ROOT / "configs" / "classifier_mnist.py", ",".join(["tiny", *variants]))
+    config = load_config(ROOT / "configs" / "classifier.py", ",".join(["mnist", "tiny", *variants]))
     config.data.source = "shapes"
     config.data.image_shape = (16, 16, 1)
     config.data.num_train, config.data.num_test = 512, 128
@@ -74,7 +74,7 @@ def test_noisy_inputs_follow_the_diffusion_schedule():
 
 def test_guidance_gradient_is_per_example(trained):
     config, state, _ = trained["noisy"]
-    logits = classifier.logits_fn(config, state.params)
+    logits = classifier.logits_fn(config, state.model.params)
     x = jax.random.normal(jax.random.PRNGKey(0), (4, 16, 16, 1))
     t = jnp.full((4,), 0.3)
     labels = jnp.array([0, 1, 2, 0])

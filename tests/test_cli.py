@@ -11,11 +11,11 @@ import numpy as np
 from conftest import ROOT, load_config, offline_data
 from PIL import Image
 
-CONFIG = "configs/vae_fashion_mnist.py:tiny"
+CONFIG = "configs/vae.py:fashion_mnist,tiny"
 
 
 def _offline_flags():
-    config = offline_data(load_config(ROOT / "configs" / "vae_fashion_mnist.py", "tiny"))
+    config = offline_data(load_config(ROOT / "configs" / "vae.py", "fashion_mnist,tiny"))
     if config.data.source == "shapes":
         return [
             "--config.data.source=shapes",
@@ -109,7 +109,7 @@ def test_sample_py_runs_every_diffusion_solver(tmp_path):
     workdir = str(tmp_path / "diff")
     result = _run(
         "train.py",
-        "--config=configs/diffusion_fashion_mnist.py:tiny",
+        "--config=configs/diffusion.py:fashion_mnist,tiny",
         f"--workdir={workdir}",
         *_offline_flags(),
     )
@@ -143,8 +143,8 @@ def test_sample_py_guided_generation(tmp_path):
     and an unknown class."""
     diff, clf = str(tmp_path / "cfg"), str(tmp_path / "clf")
     for config, workdir in (
-        ("configs/diffusion_fashion_mnist.py:tiny,cond", diff),
-        ("configs/classifier_fashion_mnist.py:tiny", clf),
+        ("configs/diffusion.py:fashion_mnist,tiny,cond", diff),
+        ("configs/classifier.py:fashion_mnist,tiny", clf),
     ):
         result = _run("train.py", f"--config={config}", f"--workdir={workdir}", *_offline_flags())
         assert result.returncode == 0, result.stderr[-3000:]

@@ -1,85 +1,87 @@
 """Every config loads and trains; bad values fail before anything compiles."""
 
+import itertools
+
 import pytest
-from conftest import CONFIGS, load_config, offline_data
+from conftest import CONFIGS, ROOT, config_module, load_config, offline_data
 
 from jaxgen.engine import loop
 from jaxgen.engine.config import validate
 from jaxgen.errors import ConfigError
+from jaxgen.families import get_family
 
 
-def _variants(path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    doc = module.__doc__ or ""
-    known = ("tiny", "demo", "cpu", "cond", "clean", "mlp", "conv", "bernoulli", "long", "loss")
-    known += ("norestart",)
-    return [v for v in known if f"``{v}``" in doc]
+def _args(path):
+    """Every data set alone and with each variant, and every pair of variants on the first
+    data set: what ``--config=path:arg`` accepts, enumerated from the file's declarations."""
+    module = config_module(path)
+    datasets, variants = module.DATASETS, tuple(module.VARIANTS)
+    args = [None, *datasets]
+    args += [f"{d},{v}" for d in datasets for v in variants]
+    args += [f"{datasets[0]},{a},{b}" for a, b in itertools.combinations(variants, 2)]
+    return args
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_every_config_and_variant_loads_and_validates(path):
-    variants = _variants(path)
-    assert "tiny" in variants
-    for arg in [None, *variants, *(f"{v},cond" for v in variants if "cond" in variants)]:
-        config = offline_data(load_config(path, arg))
+def test_every_config_declares_its_variants_and_every_combination_validates(path):
+    module = config_module(path)
+    assert "tiny" in module.VARIANTS and module.DATASETS
+    assert all(isinstance(h, str) and h for h in module.VARIANTS.values())
+    for arg in _args(path):
+        config = offline_data(module.get_config(arg))
         validate(config, num_devices=8)
+        assert config.family == path.stem
+
+
+def test_without_a_data_set_the_first_is_used():
+    for path in CONFIGS:
+        module = config_module(path)
+        assert (
+            module.get_config("tiny").to_dict()
+            == module.get_config(f"{module.DATASETS[0]},tiny").to_dict()
+        )
 
 
 _FIRST_STAGES = {}
 
 
-def _tiny_first_stage(path, tmp_path_factory) -> str:
-    """The workdir of ``path``'s tiny config after two steps, shared by the tests."""
-    if path not in _FIRST_STAGES:
-        config = offline_data(load_config(path, "tiny"))
+def _tiny_first_stage(tmp_path_factory) -> str:
+    """The workdir of the tiny VQ-VAE after two steps, shared by the tests."""
+    if "vqvae" not in _FIRST_STAGES:
+        config = offline_data(load_config(ROOT / "configs" / "vqvae.py", "mnist,tiny"))
         config.train.num_steps = 2
-        workdir = str(tmp_path_factory.mktemp(path.stem))
+        workdir = str(tmp_path_factory.mktemp("vqvae"))
         loop.train_and_evaluate(config, workdir)
-        _FIRST_STAGES[path] = workdir
-    return _FIRST_STAGES[path]
-
-
-# A data set's twin config (X_fashion_mnist beside X_mnist) runs the same code on other files
-# (which tests/test_data.py reads); training one of the pair keeps the suite short. So does
-# leaving out diffusion_cifar10_ddpm: its tiny variant has diffusion_mnist's UNet, schedule,
-# prediction and sampler (test_cifar10_tiny_is_the_mnist_tiny_run checks), on the procedural
-# shapes data that tests/test_diffusion_family.py trains on.
-TRAINED = [
-    p
-    for p in CONFIGS
-    if (p.parent / p.name.replace("fashion_", "") not in CONFIGS or "fashion_" not in p.name)
-    and p.stem != "diffusion_cifar10_ddpm"
-]
+        _FIRST_STAGES["vqvae"] = workdir
+    return _FIRST_STAGES["vqvae"]
 
 
 def test_cifar10_tiny_is_the_mnist_tiny_run():
-    """What the two-step run of diffusion_mnist:tiny covers for the CIFAR-10 config too."""
-    cifar = load_config(CONFIGS[0].parent / "diffusion_cifar10_ddpm.py", "tiny")
-    mnist = load_config(CONFIGS[0].parent / "diffusion_mnist.py", "tiny")
+    """What the two-step run of diffusion:mnist,tiny covers for the CIFAR-10 recipe too."""
+    cifar = load_config(ROOT / "configs" / "diffusion.py", "cifar10,tiny")
+    mnist = load_config(ROOT / "configs" / "diffusion.py", "mnist,tiny")
     for section in ("model", "diffusion", "sampler"):
         assert cifar[section].to_dict() == mnist[section].to_dict(), section
     assert cifar.data.source == "shapes" and cifar.data.image_shape == (16, 16, 1)
 
 
-@pytest.mark.parametrize("path", TRAINED, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_every_tiny_config_trains_two_steps(path, tmp_path, tmp_path_factory):
-    """Every config (of a twin pair, the MNIST one) trains two steps and evaluates."""
-    config = offline_data(load_config(path, "tiny"))
+    """Every config trains two steps and evaluates on MNIST (the data sets differ only in the
+    files read, which tests/test_data.py covers)."""
+    config = offline_data(load_config(path, "mnist,tiny"))
     config.train.num_steps = 2
-    if "first_stage" in config:  # a prior: on its first stage's tiny config, trained once
-        first_path = path.parent / path.name.replace(config.family, "vqvae")
-        config.first_stage.workdir = _tiny_first_stage(first_path, tmp_path_factory)
+    if get_family(config.family).capabilities(config).first_stage:
+        config.first_stage.workdir = _tiny_first_stage(tmp_path_factory)
     state, summary = loop.train_and_evaluate(config, str(tmp_path))
     assert int(state.step) == 2 and summary["eval"]["examples"] > 0
 
 
-def test_unknown_variant_is_named():
-    with pytest.raises(ConfigError, match=r"\['huge'\] not known"):
-        load_config(CONFIGS[0], "tiny,huge")
+def test_unknown_variant_and_two_data_sets_are_named():
+    with pytest.raises(ConfigError, match=r"\['huge'\] not known; this config offers the data"):
+        load_config(ROOT / "configs" / "vae.py", "tiny,huge")
+    with pytest.raises(ConfigError, match=r"two data sets \['fashion_mnist', 'mnist'\]"):
+        load_config(ROOT / "configs" / "vae.py", "mnist,fashion_mnist")
 
 
 @pytest.mark.parametrize(
@@ -108,21 +110,25 @@ def test_unknown_variant_is_named():
         ("data.source", "csv", r"data.source='csv' is not one of"),
         ("mesh.data", 3, r"mesh.data=3 must be -1 \(all devices\) or the device count, 8"),
         ("eval.iwae_k", 7, r"eval.iwae_k=7 must be >= 1 and a multiple of eval.iwae_chunk"),
+        ("evals.held_out.type", "fid", r"evals.held_out.type='fid' is not a registered"),
     ],
 )
 def test_bad_values_give_clear_errors_before_compiling(key, value, message, tmp_path):
-    config = load_config(CONFIGS[[p.stem for p in CONFIGS].index("vae_mnist")], "tiny")
+    config = load_config(ROOT / "configs" / "vae.py", "mnist,tiny")
     if key != "data.path":
         config.data.source = "shapes"
     section, _, name = key.rpartition(".")
-    (config[section] if section else config)[name] = value
+    target = config
+    for part in section.split(".") if section else ():
+        target = target[part]
+    target[name] = value
     with pytest.raises(ConfigError, match=message):
         loop.train_and_evaluate(config, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()  # nothing was written
 
 
 def test_conv_model_needs_divisible_image_size():
-    config = load_config(CONFIGS[[p.stem for p in CONFIGS].index("vae_mnist")], "tiny")
+    config = load_config(ROOT / "configs" / "vae.py", "mnist,tiny")
     config.data.source, config.data.image_shape = "shapes", (18, 18, 1)
     config.model.kind, config.model.channels = "conv", (8, 8)
     with pytest.raises(ConfigError, match=r"data.image_shape=\(18, 18\) must be divisible by 4"):

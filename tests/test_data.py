@@ -63,7 +63,7 @@ def _idx_folder(tmp_path, compress=True, n_train=10, n_test=4):
 
 
 def _data_config(source, path, shape=(6, 6, 1)):
-    config = load_config(ROOT / "configs" / "vae_mnist.py", "tiny")
+    config = load_config(ROOT / "configs" / "vae.py", "mnist,tiny")
     config.data.source, config.data.path, config.data.image_shape = source, str(path), shape
     return config.data
 
@@ -147,7 +147,7 @@ def test_train_batches_carry_indices_and_eval_batches_cover_the_split(tmp_path):
 
 @pytest.mark.skipif(not os.path.exists(FASHION), reason="dataset-fashion-mnist not installed")
 def test_real_fashion_mnist():
-    config = load_config(ROOT / "configs" / "vae_fashion_mnist.py")
+    config = load_config(ROOT / "configs" / "vae.py", "fashion_mnist")
     train, test = load_splits(config.data)
     assert (train.num_examples, test.num_examples) == (60_000, 10_000)
     batch = train.get(np.arange(1000))
@@ -157,7 +157,7 @@ def test_real_fashion_mnist():
 
 @pytest.mark.skipif(not MNIST_NPZ.exists(), reason="../shared/data/mnist.npz not present")
 def test_real_mnist_npz():
-    config = load_config(ROOT / "configs" / "vae_mnist.py")
+    config = load_config(ROOT / "configs" / "vae.py", "mnist")
     train, test = load_splits(config.data)
     assert (train.num_examples, test.num_examples) == (60_000, 10_000)
     images = train.get(np.arange(60_000))["image"].astype(np.float64) / 255

@@ -10,7 +10,6 @@ import pytest
 from conftest import ROOT, load_config
 from jax.flatten_util import ravel_pytree
 
-from jaxgen import diffusion as dfn
 from jaxgen.data import load_splits, train_batch
 from jaxgen.errors import ConfigError
 from jaxgen.families import diffusion, get_family
@@ -18,7 +17,7 @@ from jaxgen.families import diffusion, get_family
 
 def _config(**model):
     """The tiny MNIST diffusion config on procedural 16x16 shapes: fast and needs no files."""
-    config = load_config(ROOT / "configs" / "diffusion_mnist.py", "tiny")
+    config = load_config(ROOT / "configs" / "diffusion.py", "mnist,tiny")
     config.data.source = "shapes"
     config.data.image_shape = (16, 16, 1)
     config.data.num_train, config.data.num_test = 256, 64
@@ -82,40 +81,15 @@ def conditional():
     config = _config(num_classes=3)
     config.diffusion.p_uncond = 1.0
     state = _init(config, _batch(config, size=8))
-    params = jax.jit(_perturbed)(state.params)
-    return config, state.replace(params=params, ema_params=params)
+    params = jax.jit(_perturbed)(state.model.params)
+    return config, state.replace(
+        players={"model": state.model.replace(params=params, ema_params=params)}
+    )
 
 
 # ----------------------------------------------------------------------------- pure pieces
 def test_family_is_registered():
-    assert get_family("diffusion") is diffusion
-
-
-def test_ema_update_is_the_exponential_moving_average():
-    ema = {"a": jnp.array([1.0, 2.0]), "b": {"c": jnp.array(4.0)}}
-    params = {"a": jnp.array([3.0, 6.0]), "b": {"c": jnp.array(0.0)}}
-    same = lambda x, y: jax.tree.map(np.testing.assert_allclose, x, y)
-    same(diffusion.ema_update(ema, params, 0.0), params)
-    same(diffusion.ema_update(ema, params, 1.0), ema)
-    same(
-        diffusion.ema_update(ema, params, 0.5),
-        {"a": jnp.array([2.0, 4.0]), "b": {"c": jnp.array(2.0)}},
-    )
-    # Twice with decay 0.5 toward fixed params: 1/4 of the old value is left.
-    twice = diffusion.ema_update(diffusion.ema_update(ema, params, 0.5), params, 0.5)
-    same(twice, {"a": jnp.array([2.5, 5.0]), "b": {"c": jnp.array(1.0)}})
-
-
-def test_label_dropout_rate_and_null_class():
-    labels = jnp.arange(20_000, dtype=jnp.int32) % 10
-    rng = jax.random.PRNGKey(0)
-    all_null = diffusion.drop_labels(labels, rng, 1.0, 10)
-    np.testing.assert_array_equal(all_null, 10)
-    np.testing.assert_array_equal(diffusion.drop_labels(labels, rng, 0.0, 10), labels)
-    some = diffusion.drop_labels(labels, rng, 0.1, 10)
-    dropped = np.asarray(some == 10)
-    assert 0.09 < dropped.mean() < 0.11
-    np.testing.assert_array_equal(np.asarray(some)[~dropped], np.asarray(labels)[~dropped])
+    assert get_family("diffusion") is diffusion.FAMILY
 
 
 def test_training_labels_follow_p_uncond():
@@ -130,36 +104,6 @@ def test_training_labels_follow_p_uncond():
     )
     # Unconditional models get no labels at all, whatever p_uncond says.
     assert diffusion._train_labels(_config(), batch, jax.random.PRNGKey(0)) is None
-
-
-@pytest.mark.parametrize("prediction", dfn.PREDICTIONS)
-def test_training_target_is_what_the_sampler_reads(prediction):
-    # The sampler converts the model's output with jaxgen.diffusion.to_eps / to_x0: the target
-    # the loss trains toward must convert back to the true noise and data.
-    x0 = jax.random.uniform(jax.random.PRNGKey(0), (3, 4, 4, 1), minval=-1, maxval=1)
-    noise = jax.random.normal(jax.random.PRNGKey(1), x0.shape)
-    schedule = dfn.make_schedule("cosine", 1000)
-    t = jnp.array([0.01, 0.5, 0.99])
-    alpha, sigma = schedule.alpha(t), schedule.sigma(t)
-    x_t = alpha[:, None, None, None] * x0 + sigma[:, None, None, None] * noise
-    target = diffusion.target(prediction, x0, noise, alpha, sigma)
-    np.testing.assert_allclose(dfn.to_eps(target, x_t, alpha, sigma, prediction), noise, atol=1e-4)
-    np.testing.assert_allclose(dfn.to_x0(target, x_t, alpha, sigma, prediction), x0, atol=1e-3)
-
-
-def test_training_times_are_the_discrete_steps_or_uniform():
-    config = _config()
-    schedule = diffusion.make_schedule(config)
-    t = np.asarray(diffusion.sample_times(config, schedule, jax.random.PRNGKey(0), 5_000))
-    n = t * 1000
-    np.testing.assert_allclose(n, np.round(n), atol=1e-3)
-    assert n.min() >= 1 - 1e-3 and n.max() <= 1000 + 1e-3
-    assert len(np.unique(np.round(n))) > 900  # covers (nearly) all 1000 steps
-    config.diffusion.schedule = "linear_vp"
-    schedule = diffusion.make_schedule(config)
-    t = np.asarray(diffusion.sample_times(config, schedule, jax.random.PRNGKey(0), 5_000))
-    assert t.min() >= schedule.t_min and t.max() <= 1.0
-    assert len(np.unique(t)) > 4_900
 
 
 @pytest.mark.parametrize(
@@ -225,7 +169,7 @@ def test_label_dropout_of_one_trains_only_the_null_class(conditional):
     noise = jax.random.normal(jax.random.PRNGKey(1), x0.shape)
     labels = diffusion._train_labels(config, batch, jax.random.PRNGKey(2))
     loss = lambda p: diffusion.loss_fn(config, p, x0, t, noise, labels, None)[0]
-    table_grad = np.asarray(jax.jit(jax.grad(loss))(state.params)["class_emb"]["embedding"])
+    table_grad = np.asarray(jax.jit(jax.grad(loss))(state.model.params)["class_emb"]["embedding"])
     assert np.all(table_grad[:3] == 0)  # no real class is trained
     assert np.any(table_grad[3] != 0)  # the null class is
 
@@ -233,7 +177,9 @@ def test_label_dropout_of_one_trains_only_the_null_class(conditional):
 def test_conditional_samples_follow_the_label(conditional):
     config, state = conditional
     fn = jax.jit(
-        lambda s, r, label: diffusion.sample(config, s, r, 4, solver="ddim", steps=1, label=label),
+        lambda s, r, label: (
+            diffusion.sample(config, s, r, 4, solver="ddim", steps=1, label=label).images
+        ),
         static_argnums=2,
     )
     key = jax.random.PRNGKey(0)
@@ -252,7 +198,7 @@ def test_cfg_at_w_1_is_the_conditional_sampler_and_w_0_the_unconditional(conditi
     def run(label, **kw):  # not jitted as a whole, so that a Python scale stays Python
         return diffusion.sample(
             config, state, key, 6, solver="dpm_solver++", steps=3, label=label, **kw
-        )
+        ).images
 
     plain, null = np.asarray(run(1)), np.asarray(run(3))
     w1 = np.asarray(run(1, guidance="cfg", scale=1.0))
@@ -271,7 +217,7 @@ def test_guidance_the_model_cannot_serve_is_refused(trained, conditional):
     key = jax.random.PRNGKey(0)
     with pytest.raises(ConfigError, match=r"guidance='cfg' needs a class-conditional model"):
         diffusion.sample(config, state, key, 2, guidance="cfg", scale=3.0)
-    clf_config = load_config(ROOT / "configs" / "classifier_mnist.py", "tiny")
+    clf_config = load_config(ROOT / "configs" / "classifier.py", "mnist,tiny")
     clf_config.data.image_shape = config.data.image_shape
     clf = (clf_config, None)
     with pytest.raises(ConfigError, match=r"negative class needs classifier-free guidance"):
@@ -283,10 +229,10 @@ def test_guidance_the_model_cannot_serve_is_refused(trained, conditional):
     clf_config.diffusion.schedule = "cosine"
     with pytest.raises(ConfigError, match=r"trained on the schedule \('cosine', 1000\)"):
         diffusion.sample(config, state, key, 2, guidance="classifier", classifier=clf)
-    clean = load_config(ROOT / "configs" / "classifier_mnist.py", "tiny,clean")
+    clean = load_config(ROOT / "configs" / "classifier.py", "mnist,tiny,clean")
     with pytest.raises(ConfigError, match=r"classifier.noisy=False"):
         diffusion.sample(config, state, key, 2, guidance="classifier", classifier=(clean, None))
-    assert classifier.SAMPLE_OPTIONS == {}
+    assert classifier.FAMILY.sample_options == ()
 
 
 def test_mixed_precision_keeps_params_float32_and_the_loss_close(trained):
@@ -297,7 +243,7 @@ def test_mixed_precision_keeps_params_float32_and_the_loss_close(trained):
     abstract = jax.eval_shape(
         functools.partial(diffusion.init, config_bf16), jax.random.PRNGKey(0), batch
     )
-    for tree in (abstract.params, abstract.ema_params, abstract.opt_state):
+    for tree in (abstract.model.params, abstract.model.ema_params, abstract.model.opt_state):
         floats = {x.dtype for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)}
         assert floats == {jnp.dtype(jnp.float32)}
     x0 = diffusion.to_model_range(batch["image"])
@@ -306,7 +252,7 @@ def test_mixed_precision_keeps_params_float32_and_the_loss_close(trained):
 
     def loss(c):
         fn = jax.jit(functools.partial(diffusion.loss_fn, c))
-        return float(fn(state.params, x0, t, noise, None, None)[0])
+        return float(fn(state.model.params, x0, t, noise, None, None)[0])
 
     full, half = loss(config), loss(config_bf16)
     assert full != half  # bfloat16 was really used
@@ -343,8 +289,36 @@ def test_ema_params_move_toward_params_during_training(trained):
         return float(np.sum((np.asarray(ravel_pytree(a)[0]) - np.asarray(ravel_pytree(b)[0])) ** 2))
 
     # decay < 1: the EMA has left the initial weights but lags behind the online weights.
-    assert dist(state.ema_params, fresh.params) > 0
-    assert dist(state.ema_params, state.params) < dist(fresh.params, state.params)
+    assert dist(state.model.ema_params, fresh.model.params) > 0
+    assert dist(state.model.ema_params, state.model.params) < dist(
+        fresh.model.params, state.model.params
+    )
+
+
+def test_each_step_moves_the_ema_by_its_decay_and_sampling_reads_only_the_ema(trained):
+    """Guards two wiring bugs: EMA weights that just copy the parameters, and sampling from
+    the online parameters instead of the EMA ones."""
+    config, state = trained["config"], trained["state"]
+    decay = config.diffusion.ema_decay
+    new, _ = jax.jit(functools.partial(diffusion.train_step, config))(state, _batch(config, 7))
+    flat = lambda tree: np.asarray(ravel_pytree(tree)[0])  # noqa: E731
+    expected = decay * flat(state.model.ema_params) + (1 - decay) * flat(new.model.params)
+    np.testing.assert_allclose(flat(new.model.ema_params), expected, rtol=1e-6, atol=1e-7)
+    assert np.abs(flat(new.model.ema_params) - flat(new.model.params)).max() > 1e-4
+
+    def draw(s):
+        fn = jax.jit(lambda s: diffusion.sample(config, s, jax.random.PRNGKey(0), 4).images)
+        return np.asarray(fn(s))
+
+    base = draw(state)
+    online_moved = state.replace(
+        players={"model": state.model.replace(params=_perturbed(state.model.params, 1.0))}
+    )
+    ema_moved = state.replace(
+        players={"model": state.model.replace(ema_params=_perturbed(state.model.ema_params))}
+    )
+    np.testing.assert_array_equal(draw(online_moved), base)
+    assert np.abs(draw(ema_moved) - base).max() > 1e-3
 
 
 @pytest.mark.parametrize(
@@ -361,7 +335,7 @@ def test_every_solver_samples_images(trained, options):
     config, state = trained["config"], trained["state"]
     # Options arrive as the CLI gives them: floats, 0 meaning "the config's" (4 steps here).
     options = {"steps": 0.0, **options}
-    fn = jax.jit(lambda s, r: diffusion.sample(config, s, r, 16, **options))
+    fn = jax.jit(lambda s, r: diffusion.sample(config, s, r, 16, **options).images)
     a = np.asarray(fn(state, jax.random.PRNGKey(3)))
     assert a.shape == (16, 16, 16, 1) and a.dtype == np.float32
     assert a.min() >= 0.0 and a.max() <= 1.0

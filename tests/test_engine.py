@@ -46,7 +46,7 @@ def test_eight_device_step_equals_one_device_step(tiny_vae_config):
     sharded, m8 = _run_steps(config, jax.devices(), 3)
     single, m1 = _run_steps(config, jax.devices()[:1], 3)
     # The batch really was split over eight devices.
-    assert len(sharded.params["decoder"]["Conv_0"]["kernel"].sharding.device_set) == 8
+    assert len(sharded.model.params["decoder"]["Conv_0"]["kernel"].sharding.device_set) == 8
     for a, b in zip(_leaves(sharded), _leaves(single), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)

@@ -25,10 +25,10 @@ def test_class_accuracy():
 
 
 def test_evaluator_reads_uint8_and_unit_floats_alike():
-    config = load_config(ROOT / "configs" / "classifier_mnist.py", "tiny,clean")
+    config = load_config(ROOT / "configs" / "classifier.py", "mnist,tiny,clean")
     images = np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1), dtype=np.uint8)
     batch = {"image": images, "label": np.zeros(5, np.int32)}
-    params = classifier.init(config, jax.random.PRNGKey(0), batch).params
+    params = classifier.init(config, jax.random.PRNGKey(0), batch).model.params
     a_logits, a_feats = evaluator_outputs(config, params, images, batch_size=2)
     b_logits, b_feats = evaluator_outputs(config, params, images / 255.0, batch_size=5)
     np.testing.assert_allclose(a_logits, b_logits, rtol=1e-5, atol=1e-5)

@@ -2,11 +2,14 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
+from scipy.special import ndtri
 from scipy.stats import multivariate_normal
 
 from jaxgen import losses
+from jaxgen.families import vae
 
 
 def test_gaussian_kl_matches_monte_carlo():
@@ -108,6 +111,47 @@ def test_iwae_bound_rises_with_k_and_stays_below_the_exact_log_likelihood():
     # k = 1 is the ELBO, well below; k = 256 is close to log p(x).
     assert exact - means[0] > 1.0
     assert exact - means[-1] < 0.2 * (exact - means[0])
+
+
+def test_vae_importance_weights_integrate_to_the_brute_force_likelihood():
+    """Guards the ``log p(z) - log q(z | x)`` part of the VAE's log importance weights: with a
+    1-D latent, ``log p(x) = log int p(x | z) p(z) dz`` is a dense sum over z of the decoder's
+    likelihood, and the mean of the weights over ``eps`` at the standard normal quantiles (a
+    quadrature of ``E_q[w]``, with no sampling noise) must equal it. Without the correction
+    the same quadrature gives ``log E_q[p(x | z)]``, 0.3 to 0.9 nats off here."""
+    config = ml_collections.ConfigDict(
+        {
+            "data": {"image_shape": (16, 16, 1)},
+            "model": {"kind": "mlp", "latent_dim": 1, "channels": (8,), "hidden": (32, 32)},
+            "loss": {"likelihood": "bernoulli", "binarize": "none"},
+        }
+    )
+    yy, xx = np.mgrid[:16, :16]
+    images = [(abs(yy - 7.5) < 4) & (abs(xx - 7.5) < 4), (yy + xx) % 3 == 0, yy < 8]
+    x = jnp.asarray(np.stack(images).astype(np.float32)[..., None])
+    model = vae.build_model(config)
+    k = 2048
+    quantiles = ndtri((np.arange(k) + 0.5) / k).astype(np.float32)
+    eps = jnp.broadcast_to(jnp.asarray(quantiles)[:, None, None], (k, x.shape[0], 1))
+    z = jnp.linspace(-10.0, 10.0, 4001)[:, None]
+
+    @jax.jit  # one compilation instead of one per op
+    def estimate_and_exact():
+        params = model.init(jax.random.PRNGKey(0), x, jax.random.PRNGKey(1))["params"]
+        # A larger random init makes q(z | x) clearly unlike the prior (sigma 1.4 to 2.3,
+        # means up to 0.66 from 0), so that the correction matters.
+        params = jax.tree.map(lambda p: 1.5 * p, params)
+        log_w = vae.log_importance_weights(config, params, x, eps)
+        estimate = jax.scipy.special.logsumexp(log_w, axis=0) - np.log(k)
+        decoded = model.apply({"params": params}, z, method=vae.VAE.decode)
+        log_px_z = jax.vmap(lambda im: losses.bernoulli_log_likelihood(im[None], decoded))(x)
+        log_pz = -0.5 * z[:, 0] ** 2 - 0.5 * np.log(2 * np.pi)
+        dz = z[1, 0] - z[0, 0]
+        return estimate, jax.scipy.special.logsumexp(log_px_z + log_pz, axis=1) + jnp.log(dz)
+
+    estimate, exact = estimate_and_exact()
+    assert estimate.shape == (x.shape[0],)
+    np.testing.assert_allclose(np.asarray(estimate), np.asarray(exact), rtol=0, atol=0.01)
 
 
 def test_bits_per_dim():

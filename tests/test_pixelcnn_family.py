@@ -24,7 +24,7 @@ def _shapes(config):
 
 @pytest.fixture(scope="module")
 def first_stage(tmp_path_factory):
-    config = _shapes(load_config(ROOT / "configs" / "vqvae_mnist.py", "tiny"))
+    config = _shapes(load_config(ROOT / "configs" / "vqvae.py", "mnist,tiny"))
     config.train.num_steps = 10
     config.train.checkpoint_every = 0
     config.optimizer.learning_rate = 3e-3
@@ -34,7 +34,7 @@ def first_stage(tmp_path_factory):
 
 
 def _prior_config(workdir, *variants):
-    config = load_config(ROOT / "configs" / "pixelcnn_mnist.py", ",".join(["tiny", *variants]))
+    config = load_config(ROOT / "configs" / "pixelcnn.py", ",".join(["mnist", "tiny", *variants]))
     config.first_stage.workdir = workdir
     return _shapes(config)
 
@@ -58,8 +58,8 @@ def test_prior_learns_the_codes_of_the_frozen_first_stage(first_stage, prior):
     config, workdir, state, summary = prior
     # The VQ-VAE came in from its checkpoint and left training untouched.
     frozen = {
-        "params": {k: v for k, v in vq_state.params.items()},
-        "codebook": vq_state.ema.codebook,
+        "params": {k: v for k, v in vq_state.model.params.items()},
+        "codebook": vq_state.extra["ema"].codebook,
     }
     for a, b in zip(_leaves(frozen), _leaves(state.frozen), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -80,7 +80,7 @@ def test_the_prior_checkpoint_generates_without_the_first_stage_workdir(first_st
     try:
         setup, state = loop.restore_for_inference(workdir)
         family, cfg = setup.family, setup.config
-        draw = jax.jit(lambda s, r, y: family.sample(cfg, s, r, 8, label=y))
+        draw = jax.jit(lambda s, r, y: family.sample(cfg, s, r, 8, label=y).images)
         a = np.asarray(draw(state, jax.random.PRNGKey(0), 0))
         b = np.asarray(draw(state, jax.random.PRNGKey(0), 2))
         c = np.asarray(draw(state, jax.random.PRNGKey(0), 0))

@@ -166,6 +166,34 @@ def test_ema_update_matches_numpy_over_several_steps():
             np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
 
 
+def test_ema_update_laplace_smoothing_by_hand():
+    """Guards the Laplace smoothing of the cluster sizes (dropping it, ``smoothed =
+    cluster_size``, leaves the other EMA tests passing at eps=1e-5): with eps=0.1 and codes of
+    tiny and zero cluster size, the smoothed sizes differ clearly from the raw ones."""
+    eps, decay = 0.1, 0.5
+    ema = vq.EmaCodebook(
+        codebook=jnp.zeros((4, 2)),  # not read by the update
+        cluster_size=jnp.array([2.0, 0.02, 0.004, 0.0]),
+        embed_sum=jnp.array([[2.0, 4.0], [0.02, -0.04], [0.02, -0.02], [0.0, 0.0]]),
+    )
+    z = jnp.array([[1.0, 1.0], [3.0, -1.0], [0.5, 0.5]])
+    idx = jnp.array([0, 0, 1], jnp.int32)  # codes 2 and 3 get nothing this batch
+    new = vq.ema_update(ema, z, idx, decay=decay, eps=eps)
+
+    cluster_size = np.array([2.0, 0.51, 0.002, 0.0])  # 0.5 * old + 0.5 * [2, 1, 0, 0]
+    embed_sum = np.array([[3.0, 2.0], [0.26, 0.23], [0.01, -0.01], [0.0, 0.0]])
+    n = 2.512  # sum(cluster_size)
+    smoothed = (cluster_size + eps) / (n + 4 * eps) * n  # [1.8115, 0.5262, 0.0880, 0.0863]
+    expected = embed_sum / smoothed[:, None]
+    np.testing.assert_allclose(np.asarray(new.cluster_size), cluster_size, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(new.embed_sum), embed_sum, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(new.codebook), expected, rtol=1e-5, atol=1e-7)
+    # Unsmoothed, code 2 would stay at (5, -5) and code 3 would be 0 / 0; smoothed, code 2
+    # shrinks towards the origin and code 3 sits at it.
+    assert np.all(np.isfinite(np.asarray(new.codebook)))
+    assert np.abs(np.asarray(new.codebook[2])).max() < 0.2
+
+
 def test_ema_update_with_zero_decay_gives_cluster_means():
     k, d = 6, 4
     z = _rand(13, (3, 5, d))

@@ -51,7 +51,7 @@ def tiny_model_and_params():
 
 
 def test_ddpm_cifar10_unet_has_35_7m_parameters():
-    config = load_config(ROOT / "configs" / "diffusion_cifar10_ddpm.py")
+    config = load_config(ROOT / "configs" / "diffusion.py", "cifar10")
     n = count_params(diffusion.build_model(config), config.data.image_shape)
     assert 35.0e6 <= n <= 36.5e6, n  # Ho et al. (2020) report 35.7M
 

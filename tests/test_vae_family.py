@@ -19,7 +19,7 @@ def _batch(config, step=0, size=16):
 def _loss_and_grads(config, state, batch):
     x = vae._targets(config, jnp.asarray(batch["image"]), jax.random.PRNGKey(1))
     fn = jax.value_and_grad(functools.partial(vae.loss_fn, config), has_aux=True)
-    return jax.jit(fn)(state.params, x, jax.random.PRNGKey(2), state.step)  # one compile
+    return jax.jit(fn)(state.model.params, x, jax.random.PRNGKey(2), state.step)  # one compile
 
 
 @pytest.mark.parametrize("kind", ["conv", "mlp"])
@@ -86,13 +86,13 @@ def test_a_tiny_run_learns(tiny_vae_config):
 def test_samples_are_images_and_follow_the_key(tiny_vae_config):
     config = tiny_vae_config
     state = vae.init(config, jax.random.PRNGKey(0), _batch(config))
-    a = vae.sample(config, state, jax.random.PRNGKey(3), 8)
-    b = vae.sample(config, state, jax.random.PRNGKey(3), 8)
-    c = vae.sample(config, state, jax.random.PRNGKey(4), 8)
+    a = vae.sample(config, state, jax.random.PRNGKey(3), 8).images
+    b = vae.sample(config, state, jax.random.PRNGKey(3), 8).images
+    c = vae.sample(config, state, jax.random.PRNGKey(4), 8).images
     assert a.shape == (8, 16, 16, 1)
     assert float(a.min()) >= 0 and float(a.max()) <= 1
     np.testing.assert_array_equal(a, b)
     assert np.any(np.asarray(a) != np.asarray(c))
     # Temperature 0 decodes z = 0 for every sample.
-    cold = vae.sample(config, state, jax.random.PRNGKey(3), 4, temperature=0.0)
+    cold = vae.sample(config, state, jax.random.PRNGKey(3), 4, temperature=0.0).images
     np.testing.assert_allclose(cold, jnp.broadcast_to(cold[:1], cold.shape))

@@ -21,7 +21,7 @@ from jaxgen.families.common import to_unit_interval
 
 def _config(*variants):
     """A tiny VQ-VAE of the procedural 16x16 shapes: needs no files."""
-    config = load_config(ROOT / "configs" / "vqvae_mnist.py", ",".join(["tiny", *variants]))
+    config = load_config(ROOT / "configs" / "vqvae.py", ",".join(["mnist", "tiny", *variants]))
     config.data.source = "shapes"
     config.data.image_shape = (16, 16, 1)
     config.data.num_train, config.data.num_test = 256, 64
@@ -66,7 +66,7 @@ def test_each_loss_term_reaches_exactly_the_parameters_the_paper_says():
             out[term] = {group: _norm(g) for group, g in grads.items()}
         return out
 
-    norms = jax.device_get(grad_norms(state.params))
+    norms = jax.device_get(grad_norms(state.model.params))
     reaches = {"mse": {"encoder", "decoder"}, "vq_loss": {"codebook"}, "commit_loss": {"encoder"}}
     for term in terms:
         assert set(norms[term]) == {"encoder", "decoder", "codebook"}
@@ -80,18 +80,20 @@ def test_each_loss_term_reaches_exactly_the_parameters_the_paper_says():
 def test_ema_codebook_gets_no_gradient_and_moves_by_its_own_update():
     config = _config()
     state, batch = _state_and_batch(config)
-    assert "codebook" not in state.params and state.ema is not None
+    assert "codebook" not in state.model.params and state.extra["ema"] is not None
     config.vq.restart_after = 0
     new, metrics = jax.jit(functools.partial(vqvae.train_step, config))(state, batch)
 
     @jax.jit
     def by_hand(state):
-        z_e = vqvae.encode(config, state.params, to_unit_interval(batch["image"]))
-        indices = vq.nearest_code(z_e, state.ema.codebook)[0]
-        return vq.ema_update(state.ema, z_e, indices, config.vq.ema_decay, config.vq.ema_eps)
+        z_e = vqvae.encode(config, state.model.params, to_unit_interval(batch["image"]))
+        indices = vq.nearest_code(z_e, state.extra["ema"].codebook)[0]
+        return vq.ema_update(
+            state.extra["ema"], z_e, indices, config.vq.ema_decay, config.vq.ema_eps
+        )
 
     expected = by_hand(state)
-    np.testing.assert_allclose(new.ema.codebook, expected.codebook, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new.extra["ema"].codebook, expected.codebook, rtol=1e-5, atol=1e-6)
     assert float(metrics["vq_loss"]) > 0  # reported, though not trained on
 
 
@@ -103,7 +105,7 @@ def test_beta_weights_the_commitment_term_only():
     for beta in (0.25, 1.0):
         config.vq.beta = beta
         terms = jax.jit(lambda p, c=config: vqvae.loss_fn(c, p, p["codebook"], x)[1][0])
-        out[beta] = terms(state.params)
+        out[beta] = terms(state.model.params)
     np.testing.assert_allclose(out[1.0]["commit_loss"], 4 * out[0.25]["commit_loss"], rtol=1e-5)
     np.testing.assert_allclose(out[1.0]["vq_loss"], out[0.25]["vq_loss"], rtol=1e-6)
 
@@ -116,18 +118,21 @@ def test_dead_codes_are_restarted_inside_the_step_from_encoder_outputs():
     state, _ = step(state, batch)  # codes unused in step 0 are now due
     x = to_unit_interval(batch["image"])
     z_e, chosen = jax.jit(
-        lambda s: (z := vqvae.encode(config, s.params, x), vq.nearest_code(z, s.ema.codebook)[0])
+        lambda s: (
+            z := vqvae.encode(config, s.model.params, x),
+            vq.nearest_code(z, s.extra["ema"].codebook)[0],
+        )
     )(state)  # what step 1 sees
     used = np.zeros(config.vq.num_codes, bool)
     used[np.asarray(chosen).ravel()] = True
     new, metrics = step(state, batch)
-    restarted = (np.asarray(new.unused) == 0) & ~used
+    restarted = (np.asarray(new.extra["unused"]) == 0) & ~used
     assert restarted.sum() == float(metrics["restarted"]) > 0
     # Each restarted row is a copy of one of the batch's encoder outputs.
     flat = np.asarray(z_e).reshape(-1, config.vq.dim)
-    for row in np.asarray(new.ema.codebook)[restarted]:
+    for row in np.asarray(new.extra["ema"].codebook)[restarted]:
         assert np.min(np.abs(flat - row).max(axis=1)) < 1e-6
-    np.testing.assert_array_equal(np.asarray(new.ema.cluster_size)[restarted], 1.0)
+    np.testing.assert_array_equal(np.asarray(new.extra["ema"].cluster_size)[restarted], 1.0)
 
 
 def test_eight_device_steps_equal_one_device_steps_with_ema_and_restarts():
@@ -135,7 +140,7 @@ def test_eight_device_steps_equal_one_device_steps_with_ema_and_restarts():
     config.train.batch_size = 16
     sharded, m8 = _run_steps(config, jax.devices(), 3)
     single, m1 = _run_steps(config, jax.devices()[:1], 3)
-    assert len(sharded.ema.codebook.sharding.device_set) == 8
+    assert len(sharded.extra["ema"].codebook.sharding.device_set) == 8
     for a, b in zip(_leaves(sharded), _leaves(single), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)

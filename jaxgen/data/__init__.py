@@ -1,6 +1,12 @@
 """Data: sources that read files offline, and deterministic per-process batching."""
 
-from jaxgen.data.pipeline import batch_indices, eval_batches, num_eval_examples, train_batch
+from jaxgen.data.pipeline import (
+    batch_indices,
+    eval_batches,
+    num_eval_examples,
+    step_batch,
+    train_batch,
+)
 from jaxgen.data.sources import DataError, Split, load_splits
 
 __all__ = [
@@ -10,5 +16,6 @@ __all__ = [
     "eval_batches",
     "load_splits",
     "num_eval_examples",
+    "step_batch",
     "train_batch",
 ]

@@ -57,6 +57,34 @@ def train_batch(
     return batch
 
 
+def step_batch(
+    split: Split,
+    seed: int,
+    step: int,
+    global_batch_size: int,
+    batches_per_step: int = 1,
+    process_index=0,
+    process_count=1,
+) -> dict[str, np.ndarray]:
+    """What training step ``step`` consumes: batch ``step`` of the stream, or for ``k > 1``
+    batches ``k * step .. k * step + k - 1`` stacked as ``[k, B_local, ...]``. A pure function of
+    ``(seed, step)``, so resumed runs see the same data."""
+    if batches_per_step == 1:
+        return train_batch(split, seed, step, global_batch_size, process_index, process_count)
+    parts = [
+        train_batch(
+            split,
+            seed,
+            batches_per_step * step + j,
+            global_batch_size,
+            process_index,
+            process_count,
+        )
+        for j in range(batches_per_step)
+    ]
+    return {key: np.stack([p[key] for p in parts]) for key in parts[0]}
+
+
 def eval_batches(
     split: Split, global_batch_size: int, num_examples: int = 0, process_index=0, process_count=1
 ):

@@ -2,9 +2,9 @@
 solver in ``jaxgen.diffusion.sample`` accepts.
 
 Classifier-free guidance (Ho & Salimans 2022). A conditional model ``model_fn(x, t, y)`` trained
-with its labels dropped to a null class now and then predicts both ``p(x | y)`` and ``p(x)``.
-``classifier_free`` evaluates the two in one batched call (inputs concatenated, outputs split)
-and extrapolates::
+with its labels dropped to a null class now and then (``drop_labels``) predicts both
+``p(x | y)`` and ``p(x)``. ``classifier_free`` evaluates the two in one batched call (inputs
+concatenated, outputs split) and extrapolates::
 
     guided = cond + (w - 1) (cond - uncond)      # = uncond + w (cond - uncond)
 
@@ -103,6 +103,13 @@ def classifier_free(
         return result
 
     return guided
+
+
+def drop_labels(labels: jax.Array, rng: jax.Array, p_uncond: float, num_classes: int):
+    """Condition dropout for classifier-free guidance training: each label becomes the null class
+    ``num_classes`` with probability ``p_uncond`` (int32, the shape of ``labels``)."""
+    drop = jax.random.bernoulli(rng, p_uncond, labels.shape)
+    return jnp.where(drop, num_classes, labels).astype(jnp.int32)
 
 
 def classifier_log_prob_grad(

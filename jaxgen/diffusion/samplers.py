@@ -54,6 +54,28 @@ def timesteps(
     raise ValueError(f"spacing={spacing!r} is not one of {SPACINGS}")
 
 
+def check_sampler_options(*, solver, method, order, steps, eta=0.0, prefix: str = "") -> None:
+    """Raise ``ValueError`` (one line, naming the key as ``{prefix}key``) unless the options
+    are a solver of ``SOLVERS``, a method of ``METHODS``, an int ``steps >= 1``, an ``order`` of
+    1, 2 or 3, ``eta >= 0``, and not ``dpm_solver++`` singlestep of order 3 (which is not
+    offered). ``prefix`` names the options' section, e.g. ``"sampler."`` for a config."""
+    if solver not in SOLVERS:
+        raise ValueError(f"{prefix}solver={solver!r} is not one of {SOLVERS}")
+    if method not in METHODS:
+        raise ValueError(f"{prefix}method={method!r} is not one of {METHODS}")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"{prefix}steps={steps!r} must be an integer >= 1")
+    if order not in (1, 2, 3) or isinstance(order, bool):
+        raise ValueError(f"{prefix}order={order!r} is not one of (1, 2, 3)")
+    if not eta >= 0:  # also rejects NaN
+        raise ValueError(f"{prefix}eta={eta!r} must be >= 0")
+    if solver == "dpm_solver++" and method == "singlestep" and order == 3:
+        raise ValueError(
+            f"{prefix}solver='dpm_solver++' with {prefix}method='singlestep' and "
+            f"{prefix}order=3 is not offered; dpm_solver++ has 2S, 2M and 3M (use multistep)"
+        )
+
+
 class _Model:
     """Wraps ``model_fn`` to give float32 noise and data predictions at time ``t``."""
 
@@ -286,16 +308,7 @@ def sample(
     DDPM form of classifier guidance (``guidance.classifier_mean_shift``).
     Returns float32 ``x`` with the shape of ``x_T``.
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"solver={solver!r} is not one of {SOLVERS}")
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is not one of {METHODS}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r} must be a positive int")
-    if order not in (1, 2, 3):
-        raise ValueError(f"order={order!r} must be 1, 2 or 3")
-    if solver == "dpm_solver++" and method == "singlestep" and order == 3:
-        raise ValueError("dpm_solver++ offers 2S, 2M and 3M; use method='multistep' for order 3")
+    check_sampler_options(solver=solver, method=method, order=order, steps=steps, eta=eta)
     stochastic = solver == "ddpm" or (solver == "ddim" and eta > 0)
     if stochastic and rng is None:
         raise ValueError(f"solver={solver!r} (eta={eta}) is stochastic: pass rng=")

@@ -1,8 +1,7 @@
-"""Config scaffolding shared by every ``configs/*.py``, and validation at the start of a run.
+"""The engine's config keys (``base_config``) and validation at the start of a run.
 
-A config file defines ``get_config(arg=None)``; ``arg`` is a comma-separated list of variant
-names (``"tiny"``, ``"tiny,mlp"``). ``base_config()`` holds the keys the engine reads; each
-family adds ``model``, ``loss`` and its own keys.
+Config files (``configs/*.py``) start from ``base_config()`` and add their family's sections
+(``model``, ``loss``, ...); see ``configs/common.py``.
 """
 
 from __future__ import annotations
@@ -13,8 +12,9 @@ import os
 import ml_collections
 
 from jaxgen.data.sources import SOURCES
+from jaxgen.engine import evals
 from jaxgen.errors import ConfigError
-from jaxgen.families import FAMILIES, get_family
+from jaxgen.families import get_family
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -59,34 +59,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.num_examples = 1_000  # 0: the whole test split
     c.eval.final_num_examples = 0  # the eval after the last step; 0: whole test split
 
+    # Evaluations the training loop runs (jaxgen.engine.evals): name -> {type, settings}.
+    c.evals = ml_collections.ConfigDict({"held_out": {"type": "held_out"}})
+
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # devices on the data axis; -1: all (the only layout so far)
     return c
-
-
-def parse_variants(arg: str | None, known) -> set[str]:
-    variants = {v.strip() for v in (arg or "").split(",") if v.strip()}
-    unknown = variants - set(known)
-    if unknown:
-        raise ConfigError(
-            f"config variant(s) {sorted(unknown)} not known; this config offers {sorted(known)}"
-        )
-    return variants
-
-
-def tiny(c: ml_collections.ConfigDict) -> None:
-    """The ``tiny`` variant's engine settings: a few steps, small batches, small evals."""
-    c.train.batch_size = 16
-    c.train.num_steps = 4
-    c.train.log_every = 2
-    c.train.eval_every = 0
-    c.train.sample_every = 0
-    c.train.sample_num = 16
-    c.train.checkpoint_every = 2
-    c.train.progress = False
-    c.eval.batch_size = 16
-    c.eval.num_examples = 32
-    c.eval.final_num_examples = 32
 
 
 def _positive(c, key):
@@ -105,10 +83,7 @@ def _non_negative(c, key):
 
 def validate(config, num_devices: int, process_count: int = 1, need_data: bool = True) -> None:
     """Check a config before anything is compiled; raise ConfigError naming the bad value."""
-    if config.family not in FAMILIES:
-        raise ConfigError(
-            f"family={config.family!r} is not a known family; expected one of {FAMILIES}"
-        )
+    family = get_family(config.family)  # raises on an unknown family
     for key in (
         "train.batch_size",
         "train.num_steps",
@@ -161,4 +136,5 @@ def validate(config, num_devices: int, process_count: int = 1, need_data: bool =
                 f"data.path={path!r} does not exist; data.source={config.data.source!r} needs "
                 f"{hint}. Set it with --config.data.path=..."
             )
-    get_family(config.family).validate_config(config)
+    evals.check(config)
+    family.validate_config(config)

@@ -22,8 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxgen.data import eval_batches, load_splits, num_eval_examples, train_batch
+from jaxgen.data import load_splits, step_batch
 from jaxgen.engine import checkpoint as ckpt_lib
+from jaxgen.engine import evals as evals_lib
+from jaxgen.engine import first_stage
 from jaxgen.engine.config import validate
 from jaxgen.engine.images import save_grid
 from jaxgen.engine.mesh import (
@@ -34,31 +36,39 @@ from jaxgen.engine.mesh import (
     replicated,
 )
 from jaxgen.engine.metrics import MetricsWriter
-from jaxgen.errors import ConfigError
-from jaxgen.families import get_family
+from jaxgen.families import Capabilities, Family, get_family
+
+# Kept importable from here: tests and benchmarks call them by these names.
+run_eval = evals_lib.run_held_out
+_compile_eval = evals_lib.compile_eval_step
 
 
-def example_batch(config, num: int) -> dict[str, np.ndarray]:
-    """A zero batch with the data's shapes and dtypes: enough to trace ``init``."""
+def example_batch(config, num: int, batches_per_step: int = 1) -> dict[str, np.ndarray]:
+    """A zero batch with the data's shapes and dtypes (``[k, num, ...]`` for ``k > 1``
+    batches per step): enough to trace ``init``."""
+    lead = (batches_per_step, num) if batches_per_step > 1 else (num,)
     return {
-        "image": np.zeros((num, *config.data.image_shape), np.uint8),
-        "label": np.zeros((num,), np.int32),
-        "index": np.zeros((num,), np.int32),
+        "image": np.zeros((*lead, *config.data.image_shape), np.uint8),
+        "label": np.zeros(lead, np.int32),
+        "index": np.zeros(lead, np.int32),
     }
 
 
 @dataclass
 class Setup:
-    """What every entry point needs: the family, the mesh, and the state's shardings."""
+    """What every entry point needs: the family and what it can do, the mesh, and the state's
+    shardings."""
 
     config: Any
-    family: Any
+    family: Family
+    caps: Capabilities
     mesh: Any
     abstract_state: Any
     state_sharding: Any
 
     def init_state(self):
-        batch = global_batch(example_batch(self.config, self._local_rows()), self.mesh)
+        k = self.caps.batches_per_step
+        batch = global_batch(example_batch(self.config, self._local_rows(), k), self.mesh, k)
         init = jax.jit(
             functools.partial(self.family.init, self.config), out_shardings=self.state_sharding
         )
@@ -71,36 +81,48 @@ class Setup:
         return ckpt_lib.abstract_like(self.abstract_state, self.state_sharding)
 
 
-def resolve_first_stage(config) -> None:
-    """Two-stage families name their first stage in ``first_stage.workdir``; copy that run's
-    ``config.json`` into ``first_stage.config`` (once: a restored run's config already has it)."""
-    if "first_stage" not in config or "family" in config.first_stage.config:
-        return
-    workdir = config.first_stage.workdir
-    if not workdir or not os.path.exists(os.path.join(workdir, ckpt_lib.CONFIG_FILE)):
-        raise ConfigError(
-            f"first_stage.workdir={workdir!r} is not a trained run (no "
-            f"{ckpt_lib.CONFIG_FILE} there); train the first stage first, e.g. python train.py "
-            "--config=configs/vqvae_mnist.py --workdir=runs/vqvae_mnist, and pass "
-            "--config.first_stage.workdir=runs/vqvae_mnist"
-        )
-    config.first_stage.config = ckpt_lib.load_config(workdir)
-
-
 def make_setup(config, devices=None, need_data: bool = True) -> Setup:
     maybe_initialize_distributed(config)
     mesh = make_mesh(devices)
-    resolve_first_stage(config)
-    validate(config, mesh.devices.size, jax.process_count(), need_data=need_data)
     family = get_family(config.family)
+    caps = family.capabilities(config)
+    family.check(caps)
+    if caps.first_stage:
+        first_stage.resolve(config)
+    validate(config, mesh.devices.size, jax.process_count(), need_data=need_data)
+    if caps.first_stage:
+        first_stage.check(config)
     rows = mesh.devices.size
+    example = example_batch(config, rows, caps.batches_per_step)
     abstract = jax.eval_shape(
         functools.partial(family.init, config),
         jax.ShapeDtypeStruct((2,), jnp.uint32),
-        {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in example_batch(config, rows).items()},
+        {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in example.items()},
     )
     state_sharding = jax.tree.map(lambda _: replicated(mesh), abstract)
-    return Setup(config, family, mesh, abstract, state_sharding)
+    return Setup(config, family, caps, mesh, abstract, state_sharding)
+
+
+def compile_train_step(setup: Setup):
+    """The family's ``train_step`` jitted once: state replicated and donated, batch split
+    along its batch axis over ``data``."""
+    k = setup.caps.batches_per_step
+    batch_sh = {key: batch_sharding(setup.mesh, k) for key in ("image", "label", "index")}
+    return jax.jit(
+        functools.partial(setup.family.train_step, setup.config),
+        in_shardings=(setup.state_sharding, batch_sh),
+        out_shardings=(setup.state_sharding, replicated(setup.mesh)),
+        donate_argnums=0,
+    )
+
+
+def train_batch_for_step(setup: Setup, split, step: int) -> dict:
+    """Global batch of training step ``step`` (``[k, B, ...]`` for ``k`` batches a step)."""
+    cfg, k = setup.config, setup.caps.batches_per_step
+    local = step_batch(
+        split, cfg.seed, step, cfg.train.batch_size, k, jax.process_index(), jax.process_count()
+    )
+    return global_batch(local, setup.mesh, k)
 
 
 class _StopFlag:
@@ -124,49 +146,6 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def _compile_eval(setup: Setup):
-    batch_sh = batch_sharding(setup.mesh)
-    return jax.jit(
-        functools.partial(setup.family.eval_step, setup.config),
-        in_shardings=(setup.state_sharding, batch_sh),
-        out_shardings=replicated(setup.mesh),
-    )
-
-
-def run_eval(setup: Setup, eval_fn, state, split, num_examples: int) -> dict[str, float]:
-    """Mean of the family's eval metrics over the first ``num_examples`` test examples.
-
-    A metric that is an array rather than a scalar is a histogram (a VQ model's code counts,
-    ``codes``): it is summed over the pass and reported as ``<name>_used``, the fraction of its
-    bins that were hit, and ``<name>_perplexity``, the exponentiated entropy of the pass's
-    distribution (unlike a batch perplexity, it does not depend on the batch size)."""
-    cfg = setup.config
-    batches = eval_batches(
-        split, cfg.eval.batch_size, num_examples, jax.process_index(), jax.process_count()
-    )
-    totals, count = None, 0
-    for batch in batches:
-        metrics = eval_fn(state, global_batch(batch, setup.mesh))
-        totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)
-        count += 1
-    if count == 0:
-        raise ValueError(
-            f"eval: the test split has {split.num_examples} examples, fewer than one eval batch "
-            f"of eval.batch_size={cfg.eval.batch_size}"
-        )
-    out = {}
-    for k, v in jax.device_get(totals).items():
-        v = np.asarray(v)
-        if v.ndim == 0:
-            out[k] = float(v) / count
-        else:  # a histogram (e.g. of codes): summed over the pass, not averaged
-            out[f"{k}_used"] = float(np.mean(v > 0))
-            p = v / max(float(v.sum()), 1e-12)
-            out[f"{k}_perplexity"] = float(np.exp(-np.sum(p * np.log(np.maximum(p, 1e-12)))))
-    out["examples"] = float(num_eval_examples(split, cfg.eval.batch_size, num_examples))
-    return out
-
-
 def _sample_grid(setup: Setup, sample_fn, state, step: int, workdir: str) -> str | None:
     images = np.asarray(jax.device_get(sample_fn(state, jax.random.PRNGKey(step))))
     if jax.process_index() != 0:
@@ -181,9 +160,8 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_at_step: int | N
     Returns ``(state, summary)``.
     """
     setup = make_setup(config, devices)
-    cfg, family, mesh = config, setup.family, setup.mesh
+    cfg, family, mesh, caps = config, setup.family, setup.mesh, setup.caps
     is_main = jax.process_index() == 0
-    pidx, pcount = jax.process_index(), jax.process_count()
     train_split, test_split = load_splits(cfg.data)
 
     os.makedirs(workdir, exist_ok=True)
@@ -193,24 +171,18 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_at_step: int | N
         resumed_from = int(state.step)
     else:
         state, resumed_from = setup.init_state(), None
-        if hasattr(family, "attach_first_stage"):  # frozen weights of a trained first stage
+        if caps.first_stage:  # frozen weights of a trained first stage
             _, first = restore_for_inference(cfg.first_stage.workdir, devices)
-            state = family.attach_first_stage(cfg, state, first)
+            state = first_stage.attach(cfg, state, first)
             state = jax.device_put(state, setup.state_sharding)
     ckpt_lib.save_config(workdir, cfg)
 
-    batch_sh = {k: batch_sharding(mesh) for k in ("image", "label", "index")}
-    step_fn = jax.jit(
-        functools.partial(family.train_step, cfg),
-        in_shardings=(setup.state_sharding, batch_sh),
-        out_shardings=(setup.state_sharding, replicated(mesh)),
-        donate_argnums=0,
-    )
-    eval_fn = _compile_eval(setup)
-    sample_fn = None  # families that do not generate (classifiers) have no ``sample``
-    if hasattr(family, "sample"):
+    step_fn = compile_train_step(setup)
+    evaluators = evals_lib.build(setup, test_split)
+    sample_fn = None
+    if caps.generates:
         sample_fn = jax.jit(
-            lambda s, r: family.sample(cfg, s, r, cfg.train.sample_num),
+            lambda s, r: family.sample(cfg, s, r, cfg.train.sample_num).images,
             out_shardings=replicated(mesh),
         )
     writer = MetricsWriter(workdir)
@@ -232,10 +204,7 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_at_step: int | N
     t_log, n_log = time.time(), 0
     with _StopFlag() as stop:
         for step in range(start_step, num_steps):
-            batch = global_batch(
-                train_batch(train_split, cfg.seed, step, cfg.train.batch_size, pidx, pcount), mesh
-            )
-            state, metrics = step_fn(state, batch)
+            state, metrics = step_fn(state, train_batch_for_step(setup, train_split, step))
             done = step + 1
             n_log += 1
             bar.update(1)
@@ -246,14 +215,17 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_at_step: int | N
                 metrics["examples_per_s"] = n_log * cfg.train.batch_size / max(now - t_log, 1e-9)
                 t_log, n_log = now, 0
                 last_train = writer.write(done, "train", metrics)
-                bar.set_postfix(
-                    loss=f"{last_train['loss']:.4g}", ex_s=f"{metrics['examples_per_s']:.0f}"
-                )
-            if cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < num_steps:
-                row = writer.write(
-                    done, "eval", run_eval(setup, eval_fn, state, test_split, cfg.eval.num_examples)
-                )
-                bar.write(_format("eval", row))
+                shown = {"ex_s": f"{metrics['examples_per_s']:.0f}"}
+                if caps.progress_metric in last_train:
+                    shown = {
+                        caps.progress_metric: f"{last_train[caps.progress_metric]:.4g}",
+                        **shown,
+                    }
+                bar.set_postfix(shown)
+            for ev in evaluators:
+                if ev.every and done % ev.every == 0 and done < num_steps:
+                    row = writer.write(done, ev.split, ev.run(state, False))
+                    bar.write(_format(ev.split, row))
             sample_now = sample_fn is not None and cfg.train.sample_every
             if sample_now and done % cfg.train.sample_every == 0 and done < num_steps:
                 _sample_grid(setup, sample_fn, state, done, workdir)
@@ -269,11 +241,12 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_at_step: int | N
         checkpoints.save(final_step, state, force=True)
     summary: dict[str, Any] = {"step": final_step, "stopped_early": stopped_early}
     if not stopped_early:
-        summary["eval"] = writer.write(
-            final_step,
-            "eval",
-            run_eval(setup, eval_fn, state, test_split, cfg.eval.final_num_examples),
-        )
+        final_rows = {}
+        for ev in evaluators:
+            row = writer.write(final_step, ev.split, ev.run(state, True))
+            final_rows.update({k: v for k, v in row.items() if k not in ("step", "time", "split")})
+        if evaluators:
+            summary["eval"] = final_rows
         if sample_fn is not None:
             summary["samples"] = _sample_grid(setup, sample_fn, state, final_step, workdir)
     checkpoints.close()
@@ -298,9 +271,9 @@ def evaluate(workdir: str, eval_config=None, devices=None) -> dict[str, float]:
     setup = make_setup(config, devices)
     state = restore_state(setup, workdir)
     _, test_split = load_splits(config.data)
-    metrics = run_eval(
-        setup, _compile_eval(setup), state, test_split, config.eval.final_num_examples
-    )
+    metrics = {}
+    for ev in evals_lib.build(setup, test_split):
+        metrics.update(ev.run(state, True))
     MetricsWriter(workdir).write(int(state.step), "final_eval", metrics)
     return metrics
 

@@ -1,6 +1,7 @@
 """The device mesh and the shardings of state and batches.
 
-One mesh axis, ``data``: batches are split along their leading axis over it and the train state
+One mesh axis, ``data``: batches are split along their batch axis over it (the leading axis, or
+the second for a family that takes ``k`` batches a step as ``[k, B, ...]``) and the train state
 is replicated. On several hosts each process feeds its own rows and
 ``jax.make_array_from_process_local_data`` assembles the global batch.
 """
@@ -38,13 +39,17 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
+def batch_sharding(mesh: Mesh, batches_per_step: int = 1) -> NamedSharding:
+    """Rows split over ``data``: axis 0 of ``[B, ...]``, or axis 1 of ``[k, B, ...]``."""
+    if batches_per_step > 1:
+        return NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-def global_batch(local_batch: dict, mesh: Mesh) -> dict:
-    """Host-local numpy rows -> global ``jax.Array`` batch sharded over ``data``."""
-    sharding = batch_sharding(mesh)
+def global_batch(local_batch: dict, mesh: Mesh, batches_per_step: int = 1) -> dict:
+    """Host-local numpy rows -> global ``jax.Array`` batch sharded over ``data`` (along the
+    batch axis: the second one of a ``[k, B, ...]`` stack)."""
+    sharding = batch_sharding(mesh, batches_per_step)
     return {
         k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
         for k, v in local_batch.items()

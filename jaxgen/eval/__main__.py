@@ -37,7 +37,7 @@ def main(argv=None) -> int:
         if "labels" not in data:
             print(f"{path}: no labels (unconditional samples); nothing to score")
             continue
-        logits, feats = evaluator_outputs(setup.config, state.params, data["images"])
+        logits, feats = evaluator_outputs(setup.config, state.model.params, data["images"])
         acc = class_accuracy(logits, data["labels"])
         div = within_class_diversity(feats, data["labels"])
         print(f"{path}: classified as requested {100 * acc:.1f}%, diversity {div:.3f}")

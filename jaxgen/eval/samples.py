@@ -1,5 +1,5 @@
 """Scores for class-conditional samples, from an evaluator classifier trained on clean data
-(``configs/classifier_*.py:clean``), kept separate from any classifier used for guidance.
+(``configs/classifier.py:<data set>,clean``), kept separate from any classifier used for guidance.
 
 - ``class_accuracy``: the share of samples the evaluator assigns to the class they were asked
   for: how well generation follows the condition.

@@ -12,40 +12,31 @@ evaluator that scores generated samples (the share classified as the requested c
 the features for a diversity figure. Keep it a separate run from the noise-aware one.
 
 The network is ``jaxgen.nn.classifier.Classifier`` (the UNet's down path with a pooled head).
-Loss: softmax cross-entropy. No ``sample``: this family does not generate.
+Loss: softmax cross-entropy. It does not generate; a diffusion model takes a noise-aware
+classifier's run as its ``--classifier-workdir`` sampling option.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import flax
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxgen import diffusion as dfn
 from jaxgen.errors import ConfigError
-from jaxgen.families import diffusion
+from jaxgen.families import Capabilities, Family
 from jaxgen.families.common import (
     check_choice,
+    check_int,
     check_optimizer,
     example_keys,
-    global_norm,
     make_optimizer,
+    to_model_range,
 )
+from jaxgen.families.state import State, TrainState, gradient_step
 from jaxgen.nn.classifier import Classifier
 
 SCHEDULES = ("linear", "cosine", "linear_vp")
-SAMPLE_OPTIONS: dict = {}
-
-
-@flax.struct.dataclass
-class State:
-    step: jax.Array
-    rng: jax.Array
-    params: Any
-    opt_state: Any
 
 
 def build_model(config) -> Classifier:
@@ -59,14 +50,9 @@ def build_model(config) -> Classifier:
     )
 
 
-# The noise schedule and training times are the diffusion family's, read from the same keys.
-make_schedule = diffusion.make_schedule
-sample_times = diffusion.sample_times
-
-
-def noise_images(schedule: dfn.Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array):
-    shape = (-1,) + (1,) * (x0.ndim - 1)
-    return schedule.alpha(t).reshape(shape) * x0 + schedule.sigma(t).reshape(shape) * noise
+def make_schedule(config) -> dfn.Schedule:
+    """The noise schedule of the diffusion model to guide (``diffusion`` section)."""
+    return dfn.make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
 
 
 def logits_fn(config, params):
@@ -87,9 +73,9 @@ def _inputs(config, x0, rng):
         return x0, jnp.zeros((x0.shape[0],), jnp.float32)
     t_rng, n_rng = jax.random.split(rng)
     schedule = make_schedule(config)
-    t = sample_times(config, schedule, t_rng, x0.shape[0])
+    t = dfn.sample_training_times(schedule, t_rng, x0.shape[0])
     noise = jax.random.normal(n_rng, x0.shape, jnp.float32)
-    return noise_images(schedule, x0, t, noise), t
+    return dfn.add_noise(schedule, x0, t, noise), t
 
 
 def _cross_entropy(logits, labels):
@@ -114,8 +100,7 @@ def validate_config(config) -> None:
         ("model.num_classes", m.num_classes, 2),
         ("diffusion.num_steps", config.diffusion.num_steps, 2),
     ]:
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
+        check_int(value, key, minimum)
     mult = tuple(m.channel_mult)
     if not mult or any(not isinstance(v, int) or v < 1 for v in mult):
         raise ConfigError(f"model.channel_mult={mult!r} must be a non-empty sequence of ints >= 1")
@@ -130,55 +115,55 @@ def validate_config(config) -> None:
     check_optimizer(config.optimizer)
 
 
+def capabilities(config) -> Capabilities:
+    del config
+    return Capabilities()
+
+
 def init(config, rng: jax.Array, example_batch) -> State:
-    x = diffusion.to_model_range(example_batch["image"])
+    x = to_model_range(example_batch["image"])
     t = jnp.zeros((x.shape[0],), jnp.float32)
     params = build_model(config).init(jax.random.fold_in(rng, 0), x, t)["params"]
-    return State(
-        step=jnp.zeros((), jnp.int32),
-        rng=rng,
-        params=params,
-        opt_state=make_optimizer(config.optimizer).init(params),
-    )
+    return State.create(rng, {"model": TrainState.create(params, make_optimizer(config.optimizer))})
 
 
 def train_step(config, state: State, batch) -> tuple[State, dict]:
-    rng = jax.random.fold_in(state.rng, state.step)
-    in_rng, dropout_rng = jax.random.split(rng)
-    x, t = _inputs(config, diffusion.to_model_range(batch["image"]), in_rng)
+    in_rng, dropout_rng = jax.random.split(state.step_key())
+    x, t = _inputs(config, to_model_range(batch["image"]), in_rng)
     labels = jnp.asarray(batch["label"], jnp.int32)
-    grad_fn = jax.value_and_grad(
-        lambda p: loss_fn(config, p, x, t, labels, dropout_rng), has_aux=True
+
+    def objective(params):
+        loss, acc = loss_fn(config, params, x, t, labels, dropout_rng)
+        return loss, (loss, acc)
+
+    model, (loss, acc), grad_norm = gradient_step(
+        state.model, make_optimizer(config.optimizer), objective
     )
-    (loss, acc), grads = grad_fn(state.params)
-    updates, opt_state = make_optimizer(config.optimizer).update(
-        grads, state.opt_state, state.params
-    )
-    params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    return new_state, {"loss": loss, "accuracy": acc, "grad_norm": global_norm(grads)}
+    return state.advance(model=model), {"loss": loss, "accuracy": acc, "grad_norm": grad_norm}
 
 
 def eval_step(config, state: State, batch) -> dict:
     """Held-out loss and accuracy on the inputs it trains on (noise fixed by each example's
     index); a noise-aware classifier also reports accuracy at each of ``classifier.eval_times``
     (clean images at ``t = 0``)."""
-    x0 = diffusion.to_model_range(batch["image"])
+    x0 = to_model_range(batch["image"])
     labels = jnp.asarray(batch["label"], jnp.int32)
     keys = example_keys(state.rng, batch["index"])
     model = build_model(config)
-    apply = lambda x, t: model.apply({"params": state.params}, x, t)  # noqa: E731
+    apply = lambda x, t: model.apply({"params": state.model.params}, x, t)  # noqa: E731
     if not config.classifier.noisy:
         logits = apply(x0, jnp.zeros((x0.shape[0],), jnp.float32))
         return {"loss": _cross_entropy(logits, labels), "accuracy": _acc(logits, labels)}
     schedule = make_schedule(config)
     noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x0.shape[1:]))(keys)
-    t = jax.vmap(lambda k: sample_times(config, schedule, jax.random.fold_in(k, 0), 1)[0])(keys)
-    logits = apply(noise_images(schedule, x0, t, noise), t)
+    t = jax.vmap(lambda k: dfn.sample_training_times(schedule, jax.random.fold_in(k, 0), 1)[0])(
+        keys
+    )
+    logits = apply(dfn.add_noise(schedule, x0, t, noise), t)
     out = {"loss": _cross_entropy(logits, labels), "accuracy": _acc(logits, labels)}
     for value in tuple(config.classifier.eval_times):
         t = jnp.full((x0.shape[0],), value, jnp.float32)
-        x = x0 if value == 0 else noise_images(schedule, x0, t, noise)
+        x = x0 if value == 0 else dfn.add_noise(schedule, x0, t, noise)
         out[f"acc_t{value:.2f}"] = _acc(apply(x, t), labels)
     return out
 
@@ -187,49 +172,35 @@ def _acc(logits, labels):
     return jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
 
 
-def add_defaults(c) -> None:
-    """The classifier family's sections on a base config (a small network for 28x28 data)."""
-    import ml_collections
-
-    c.family = "classifier"
-    c.model = ml_collections.ConfigDict()
-    c.model.channels = 32
-    c.model.channel_mult = (1, 2, 2)
-    c.model.num_res_blocks = 1
-    c.model.dropout = 0.0
-    c.model.num_classes = 10
-    c.classifier = ml_collections.ConfigDict()
-    c.classifier.noisy = True
-    c.classifier.eval_times = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
-    c.diffusion = ml_collections.ConfigDict()  # the noise schedule of the model to guide
-    c.diffusion.schedule = "linear"
-    c.diffusion.num_steps = 1000
-    c.train.sample_every = 0
-
-
-def defaults_28x28(c, variants) -> None:
-    """Training settings for 28x28x1 data (MNIST, Fashion-MNIST) that those configs share.
-    ``variants`` may hold ``clean`` (the evaluator); the caller sets ``data``."""
-    c.data.image_shape = (28, 28, 1)
-    c.classifier.noisy = "clean" not in variants
-    c.train.batch_size = 64
-    c.train.num_steps = 2_500
-    if not c.classifier.noisy:
-        # the evaluator: annealed, since its accuracy bounds what it can tell apart
-        c.optimizer.decay_steps = c.train.get_ref("num_steps") - c.optimizer.get_ref("warmup_steps")
-    c.train.eval_every = 1_000
-    c.train.checkpoint_every = 1_000
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.warmup_steps = 100
-    c.optimizer.weight_decay = 0.0
-    c.eval.batch_size = 400
-    c.eval.num_examples = 2_000
-    c.eval.final_num_examples = 10_000
+def check_guide(clf_config, image_shape, schedule: tuple[str, int]) -> int:
+    """The number of classes of a classifier run that is to guide a diffusion model with
+    images ``image_shape`` on ``schedule = (diffusion.schedule, diffusion.num_steps)``; raise
+    ConfigError unless it is a noise-aware classifier made for that model."""
+    if clf_config.family != "classifier" or not clf_config.classifier.noisy:
+        raise ConfigError(
+            "guidance='classifier' needs a noise-aware classifier (family 'classifier' with "
+            f"classifier.noisy=True); got family={clf_config.family!r}"
+            + (" with classifier.noisy=False" if clf_config.family == "classifier" else "")
+        )
+    theirs = (clf_config.diffusion.schedule, clf_config.diffusion.num_steps)
+    if tuple(schedule) != theirs:
+        raise ConfigError(
+            f"the classifier was trained on the schedule {theirs} (diffusion.schedule, "
+            f"diffusion.num_steps) but this model uses {tuple(schedule)}; they must match"
+        )
+    if tuple(clf_config.data.image_shape) != tuple(image_shape):
+        raise ConfigError(
+            f"the classifier takes images {tuple(clf_config.data.image_shape)}, this model "
+            f"makes {tuple(image_shape)}"
+        )
+    return int(clf_config.model.num_classes)
 
 
-def tiny_model(c) -> None:
-    """The ``tiny`` variant's network, shared by the classifier configs."""
-    c.model.channels = 8
-    c.model.channel_mult = (1, 2)
-    c.optimizer.warmup_steps = 0
-    c.optimizer.decay_steps = 0  # a constant rate: the tests' short runs
+FAMILY = Family(
+    name="classifier",
+    validate_config=validate_config,
+    capabilities=capabilities,
+    init=init,
+    train_step=train_step,
+    eval_step=eval_step,
+)

@@ -1,4 +1,4 @@
-"""Pieces every family shares: optimisers, pixel scaling, config checks."""
+"""Pieces every family shares: optimisers, pixel scaling, per-example eval keys, config checks."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from jaxgen.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
-# optax.global_norm is deprecated in favour of optax.tree.norm (newer optax).
-global_norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.global_norm
-
 
 def to_unit_interval(images: jax.Array) -> jax.Array:
     """uint8 ``[0, 255]`` -> float32 ``[0, 1]``."""
     return images.astype(jnp.float32) / 255.0
+
+
+def to_model_range(images: jax.Array) -> jax.Array:
+    """uint8 ``[0, 255]`` -> float32 ``[-1, 1]`` (the diffusion models' and classifiers' scale)."""
+    return images.astype(jnp.float32) / 127.5 - 1.0
 
 
 _EVAL_SALT = 0x7FFFFFFF  # folds eval keys away from every training step's key
@@ -52,23 +54,6 @@ def make_optimizer(opt) -> optax.GradientTransformation:
     return tx
 
 
-def schedule_28x28(c) -> None:
-    """The training schedule the two-stage 28x28 configs (VQ-VAE, PixelCNN prior) share:
-    2,000 Adam steps of batch 64 at 1e-3, 100 warm-up steps then cosine decay to 0, evals of
-    2,000 test images every 1,000 steps and the full 10,000 at the end."""
-    c.train.batch_size = 64
-    c.train.num_steps = 2_000
-    c.train.eval_every = 1_000
-    c.train.checkpoint_every = 1_000
-    c.train.sample_every = 1_000
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.warmup_steps = 100
-    c.optimizer.decay_steps = c.train.get_ref("num_steps") - 100
-    c.eval.batch_size = 400
-    c.eval.num_examples = 2_000
-    c.eval.final_num_examples = 10_000
-
-
 def check_optimizer(opt, prefix: str = "optimizer") -> None:
     if opt.name not in OPTIMIZERS:
         raise ConfigError(f"{prefix}.name={opt.name!r} is not one of {OPTIMIZERS}")
@@ -89,3 +74,9 @@ def check_choice(config, key: str, choices) -> None:
         value = value[part]
     if value not in choices:
         raise ConfigError(f"{key}={value!r} is not one of {tuple(choices)}")
+
+
+def check_int(value, key: str, minimum: int) -> None:
+    """Raise unless ``value`` (config key ``key``) is an int (not a bool) >= ``minimum``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")

@@ -24,44 +24,70 @@ loss and the sampler's arithmetic stay float32.
 
 from __future__ import annotations
 
-import functools
-from typing import Any
-
-import flax
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxgen import diffusion as dfn
-from jaxgen.diffusion.samplers import METHODS
 from jaxgen.errors import ConfigError
+from jaxgen.families import Capabilities, Family, SampleOption, Samples
+from jaxgen.families.classifier import check_guide
+from jaxgen.families.classifier import logits_fn as classifier_logits_fn
 from jaxgen.families.common import (
     check_choice,
+    check_int,
     check_optimizer,
     example_keys,
-    global_norm,
     make_optimizer,
+    to_model_range,
 )
+from jaxgen.families.state import State, TrainState, gradient_step
 from jaxgen.nn.unet import UNet
 
 SCHEDULES = ("linear", "cosine", "linear_vp")
-SAMPLE_OPTIONS = {
-    "solver": ("", "diffusion: ddpm, ddim, dpm_solver or dpm_solver++ ('': config's sampler)."),
-    "steps": (0, "diffusion: solver steps, = model calls (0: the config's sampler.steps)."),
-    "order": (0, "diffusion: solver order 1-3 (0: the config's sampler.order)."),
-    "method": ("", "diffusion: multistep or singlestep ('': the config's sampler.method)."),
-    "eta": (-1.0, "diffusion: DDIM eta (< 0: the config's sampler.eta)."),
-    "thresholding": ("", "diffusion: on or off: clip x0 predictions ('': sampler.thresholding)."),
-}
+GUIDANCE = ("none", "cfg", "classifier")
 
-
-@flax.struct.dataclass
-class State:
-    step: jax.Array
-    rng: jax.Array
-    params: Any
-    ema_params: Any
-    opt_state: Any
+# ``sample.py`` flags while a diffusion run is sampled (their values reach ``prepare_sample``).
+SAMPLE_OPTIONS = (
+    SampleOption(
+        "solver",
+        "",
+        "ddpm, ddim, dpm_solver or dpm_solver++ ('': the config's sampler.solver).",
+        aliases=("sampler",),
+    ),
+    SampleOption("steps", 0, "Solver steps, = model calls (0: the config's sampler.steps)."),
+    SampleOption("order", 0, "Solver order 1-3 (0: the config's sampler.order)."),
+    SampleOption("method", "", "multistep or singlestep ('': the config's sampler.method)."),
+    SampleOption("eta", -1.0, "DDIM eta (< 0: the config's sampler.eta)."),
+    SampleOption("thresholding", "", "on or off: clip x0 predictions ('': sampler.thresholding)."),
+    SampleOption(
+        "guidance", "none", "Classifier-free guidance (cfg) or classifier guidance (classifier)."
+    ),
+    SampleOption(
+        "scale",
+        None,
+        "Guidance strength: CFG's w (1: the plain conditional model) or classifier s.",
+        type="float",
+    ),
+    SampleOption(
+        "negative-class",
+        None,
+        "CFG: steer away from this class (replaces the null class).",
+        type="int",
+    ),
+    SampleOption("rescale", 0.0, "CFG: guidance rescale phi in [0, 1] (0: off)."),
+    SampleOption(
+        "interval",
+        None,
+        "CFG: t_lo,t_hi; guidance applies only for t in [t_lo, t_hi].",
+        type="list",
+    ),
+    SampleOption(
+        "classifier-workdir",
+        None,
+        "Classifier guidance: a noise-aware classifier's workdir.",
+        type="workdir",
+    ),
+)
 
 
 # ------------------------------------------------------------------------------------ pieces
@@ -84,43 +110,6 @@ def make_schedule(config) -> dfn.Schedule:
     return dfn.make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
 
 
-def to_model_range(images: jax.Array) -> jax.Array:
-    """uint8 ``[0, 255]`` -> float32 ``[-1, 1]``."""
-    return images.astype(jnp.float32) / 127.5 - 1.0
-
-
-def ema_update(ema_params, params, decay):
-    """``decay * ema + (1 - decay) * params``, leaf by leaf."""
-    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
-
-
-def drop_labels(labels: jax.Array, rng: jax.Array, p_uncond: float, num_classes: int):
-    """Each label becomes the null class ``num_classes`` with probability ``p_uncond``."""
-    drop = jax.random.bernoulli(rng, p_uncond, labels.shape)
-    return jnp.where(drop, num_classes, labels).astype(jnp.int32)
-
-
-def sample_times(config, schedule: dfn.Schedule, rng: jax.Array, num: int) -> jax.Array:
-    """Training times ``[num]``: discrete steps for DDPM schedules, uniform for ``linear_vp``."""
-    if schedule.continuous:
-        return jax.random.uniform(rng, (num,), jnp.float32, schedule.t_min, schedule.t_max)
-    n = jax.random.randint(rng, (num,), 0, schedule.num_steps)
-    return schedule.discrete_t(n)
-
-
-def _bcast(a: jax.Array, x: jax.Array) -> jax.Array:
-    return a.reshape(a.shape + (1,) * (x.ndim - a.ndim))
-
-
-def target(prediction: str, x0: jax.Array, noise: jax.Array, alpha, sigma) -> jax.Array:
-    """What the model should output for ``x_t = alpha x0 + sigma noise``."""
-    if prediction == "eps":
-        return noise
-    if prediction == "x0":
-        return x0
-    return _bcast(alpha, x0) * noise - _bcast(sigma, x0) * x0
-
-
 def loss_fn(config, params, x0, t, noise, labels, dropout_rng):
     """The simple loss (mean over examples and pixels) and per-example losses ``[B]``.
 
@@ -128,35 +117,35 @@ def loss_fn(config, params, x0, t, noise, labels, dropout_rng):
     """
     schedule = make_schedule(config)
     alpha, sigma = schedule.alpha(t), schedule.sigma(t)
-    x_t = _bcast(alpha, x0) * x0 + _bcast(sigma, x0) * noise
+    x_t = dfn.add_noise(schedule, x0, t, noise)
     rngs = {} if dropout_rng is None else {"dropout": dropout_rng}
     out = build_model(config).apply(
         {"params": params}, x_t, t, labels, deterministic=dropout_rng is None, rngs=rngs
     )
-    err = jnp.square(out - target(config.diffusion.prediction, x0, noise, alpha, sigma))
-    per_example = err.reshape(err.shape[0], -1).mean(axis=1)
-    return per_example.mean(), per_example
+    return dfn.denoising_loss(out, config.diffusion.prediction, x0, noise, alpha, sigma)
 
 
 def _train_labels(config, batch, rng):
     if config.model.num_classes == 0:
         return None
     labels = jnp.asarray(batch["label"], jnp.int32)
-    return drop_labels(labels, rng, config.diffusion.p_uncond, config.model.num_classes)
+    return dfn.guidance.drop_labels(
+        labels, rng, config.diffusion.p_uncond, config.model.num_classes
+    )
 
 
 # ------------------------------------------------------------------------------------ contract
 def validate_config(config) -> None:
     m, d, s = config.model, config.diffusion, config.sampler
-    _check_int(m.channels, "model.channels", 1)
+    check_int(m.channels, "model.channels", 1)
     mult = tuple(m.channel_mult)
     if not mult or any(not isinstance(v, int) or v < 1 for v in mult):
         raise ConfigError(
             f"model.channel_mult={mult!r} must be a non-empty sequence of positive ints"
         )
-    _check_int(m.num_res_blocks, "model.num_res_blocks", 1)
-    _check_int(m.num_heads, "model.num_heads", 1)
-    _check_int(m.num_classes, "model.num_classes", 0)
+    check_int(m.num_res_blocks, "model.num_res_blocks", 1)
+    check_int(m.num_heads, "model.num_heads", 1)
+    check_int(m.num_classes, "model.num_classes", 0)
     if not 0 <= m.dropout < 1:
         raise ConfigError(f"model.dropout={m.dropout!r} must be in [0, 1)")
     widths = {m.channels * v for v in mult}
@@ -183,7 +172,7 @@ def validate_config(config) -> None:
 
     check_choice(config, "diffusion.schedule", SCHEDULES)
     check_choice(config, "diffusion.prediction", dfn.PREDICTIONS)
-    _check_int(d.num_steps, "diffusion.num_steps", 2)
+    check_int(d.num_steps, "diffusion.num_steps", 2)
     if not 0 <= d.ema_decay <= 1:
         raise ConfigError(f"diffusion.ema_decay={d.ema_decay!r} must be in [0, 1]")
     if not isinstance(d.mixed_precision, bool):
@@ -191,14 +180,9 @@ def validate_config(config) -> None:
     if not 0 <= d.p_uncond <= 1:
         raise ConfigError(f"diffusion.p_uncond={d.p_uncond!r} must be in [0, 1]")
 
-    check_choice(config, "sampler.solver", dfn.SOLVERS)
-    check_choice(config, "sampler.method", METHODS)
-    _check_int(s.steps, "sampler.steps", 1)
-    if s.order not in (1, 2, 3) or isinstance(s.order, bool):
+    if isinstance(s.order, bool):
         raise ConfigError(f"sampler.order={s.order!r} is not one of (1, 2, 3)")
-    if not s.eta >= 0:
-        raise ConfigError(f"sampler.eta={s.eta!r} must be >= 0")
-    _check_solver(s.solver, s.method, s.order, prefix="sampler.")
+    _check_sampler(s.solver, s.method, s.order, s.steps, s.eta, prefix="sampler.")
     # .get: runs saved before these keys existed take today's defaults.
     if not isinstance(s.get("thresholding", True), bool):
         raise ConfigError(f"sampler.thresholding={s.thresholding!r} must be True or False")
@@ -207,17 +191,14 @@ def validate_config(config) -> None:
     check_optimizer(config.optimizer)
 
 
-def _check_int(value, key: str, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
-
-
-def _check_solver(solver, method, order, prefix="") -> None:
-    if solver == "dpm_solver++" and method == "singlestep" and order == 3:
-        raise ConfigError(
-            f"{prefix}solver='dpm_solver++' with {prefix}method='singlestep' and "
-            f"{prefix}order=3 is not offered; dpm_solver++ has 2S, 2M and 3M (use multistep)"
+def _check_sampler(solver, method, order, steps, eta, prefix="") -> None:
+    """The library's one validator for solver options, its ValueError as a ConfigError."""
+    try:
+        dfn.check_sampler_options(
+            solver=solver, method=method, order=order, steps=steps, eta=eta, prefix=prefix
         )
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 def _init_key(rng: jax.Array) -> jax.Array:
@@ -232,41 +213,39 @@ def _init_key(rng: jax.Array) -> jax.Array:
     return jax.random.wrap_key_data(data, impl="rbg")
 
 
+def capabilities(config) -> Capabilities:
+    return Capabilities(
+        generates=True,
+        num_classes=config.model.num_classes,
+        unconditional_hint="steer it with --guidance=classifier and a noise-aware classifier",
+    )
+
+
 def init(config, rng: jax.Array, example_batch) -> State:
     model = build_model(config)
     x = to_model_range(example_batch["image"])
     t = jnp.ones((x.shape[0],), jnp.float32)
     y = jnp.zeros((x.shape[0],), jnp.int32) if config.model.num_classes > 0 else None
     params = model.init(_init_key(rng), x, t, y)["params"]
-    return State(
-        step=jnp.zeros((), jnp.int32),
-        rng=rng,
-        params=params,
-        ema_params=jax.tree.map(jnp.copy, params),
-        opt_state=make_optimizer(config.optimizer).init(params),
-    )
+    player = TrainState.create(params, make_optimizer(config.optimizer), ema=True)
+    return State.create(rng, {"model": player})
 
 
 def train_step(config, state: State, batch) -> tuple[State, dict]:
-    rng = jax.random.fold_in(state.rng, state.step)
-    t_rng, noise_rng, label_rng, dropout_rng = jax.random.split(rng, 4)
+    t_rng, noise_rng, label_rng, dropout_rng = jax.random.split(state.step_key(), 4)
     x0 = to_model_range(batch["image"])
-    schedule = make_schedule(config)
-    t = sample_times(config, schedule, t_rng, x0.shape[0])
+    t = dfn.sample_training_times(make_schedule(config), t_rng, x0.shape[0])
     noise = jax.random.normal(noise_rng, x0.shape, jnp.float32)
     labels = _train_labels(config, batch, label_rng)
-    grad_fn = jax.value_and_grad(functools.partial(loss_fn, config), has_aux=True)
-    (loss, _), grads = grad_fn(state.params, x0, t, noise, labels, dropout_rng)
-    updates, opt_state = make_optimizer(config.optimizer).update(
-        grads, state.opt_state, state.params
+
+    def objective(params):
+        loss, _ = loss_fn(config, params, x0, t, noise, labels, dropout_rng)
+        return loss, loss
+
+    model, loss, grad_norm = gradient_step(
+        state.model, make_optimizer(config.optimizer), objective, config.diffusion.ema_decay
     )
-    params = optax.apply_updates(state.params, updates)
-    ema_params = ema_update(state.ema_params, params, config.diffusion.ema_decay)
-    metrics = {"loss": loss, "grad_norm": global_norm(grads)}
-    new_state = state.replace(
-        step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state
-    )
-    return new_state, metrics
+    return state.advance(model=model), {"loss": loss, "grad_norm": grad_norm}
 
 
 def eval_step(config, state: State, batch) -> dict:
@@ -278,17 +257,16 @@ def eval_step(config, state: State, batch) -> dict:
     keys = example_keys(state.rng, batch["index"])
     x0 = to_model_range(batch["image"])
     schedule = make_schedule(config)
-    t = jax.vmap(lambda k: sample_times(config, schedule, jax.random.fold_in(k, 0), 1)[0])(keys)
+    t = jax.vmap(lambda k: dfn.sample_training_times(schedule, jax.random.fold_in(k, 0), 1)[0])(
+        keys
+    )
     noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x0.shape[1:]))(keys)
     labels = None
     if config.model.num_classes > 0:
         labels = jnp.asarray(batch["label"], jnp.int32)
-    loss, _ = loss_fn(config, state.ema_params, x0, t, noise, labels, None)
-    online, _ = loss_fn(config, state.params, x0, t, noise, labels, None)
+    loss, _ = loss_fn(config, state.model.ema_params, x0, t, noise, labels, None)
+    online, _ = loss_fn(config, state.model.params, x0, t, noise, labels, None)
     return {"loss": loss, "loss_online": online}
-
-
-GUIDANCE = ("none", "cfg", "classifier")
 
 
 def sample(
@@ -310,7 +288,8 @@ def sample(
     classifier=None,
     thresholding=None,
 ):
-    """``num`` images ``[num, H, W, C]`` in ``[0, 1]`` from the EMA weights.
+    """``Samples``: ``num`` images ``[num, H, W, C]`` in ``[0, 1]`` from the EMA weights, and
+    their labels (``None`` for an unconditional, unguided model).
 
     Options left at ``None`` (or ``0`` for ``steps``/``order``, ``< 0`` for ``eta``, ``''``
     for strings) take the ``sampler`` section's value. ``thresholding`` (``sampler.thresholding``,
@@ -338,15 +317,7 @@ def sample(
         thresholding = thresholding == "on"
     if not isinstance(thresholding, bool):
         raise ConfigError(f"thresholding={thresholding!r} must be True/False or 'on'/'off'")
-    if solver not in dfn.SOLVERS:
-        raise ConfigError(f"solver={solver!r} is not one of {dfn.SOLVERS}")
-    if method not in METHODS:
-        raise ConfigError(f"method={method!r} is not one of {METHODS}")
-    if steps < 1:
-        raise ConfigError(f"steps={steps!r} must be >= 1")
-    if order not in (1, 2, 3):
-        raise ConfigError(f"order={order!r} is not one of (1, 2, 3)")
-    _check_solver(solver, method, order)
+    _check_sampler(solver, method, order, steps, eta)
     if guidance not in GUIDANCE:
         raise ConfigError(f"guidance={guidance!r} is not one of {GUIDANCE}")
     if negative_label is not None and guidance != "cfg":
@@ -357,7 +328,9 @@ def sample(
     num_classes = config.model.num_classes
     labels = None
     if guidance == "classifier":
-        label_classes = _check_classifier(config, classifier)
+        if classifier is None:
+            raise ConfigError("guidance='classifier' needs a noise-aware classifier (classifier=)")
+        label_classes = _check_classifier(config, classifier[0])
     else:
         label_classes = num_classes
     if label is not None and not (num_classes or guidance == "classifier"):
@@ -377,7 +350,7 @@ def sample(
         labels = jnp.broadcast_to(jnp.asarray(label, jnp.int32), (num,))
     elif label_classes:
         labels = jnp.arange(num, dtype=jnp.int32) % label_classes
-    params = state.ema_params
+    params = state.model.ema_params  # sampling uses the EMA weights
 
     def conditional(x, t, y):
         return model.apply({"params": params}, x, t, y)
@@ -405,7 +378,7 @@ def sample(
     mean_shift = None
     if guidance == "classifier":
         clf_config, clf_params = classifier
-        logits = classifier_family().logits_fn(clf_config, clf_params)
+        logits = classifier_logits_fn(clf_config, clf_params)
         if solver == "ddpm":
             mean_shift = dfn.guidance.classifier_mean_shift(logits, labels, scale)
         else:
@@ -431,39 +404,13 @@ def sample(
         thresholding=thresholding,
         threshold_max=s.get("threshold_max", 1.0),
     )
-    return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
+    return Samples(jnp.clip((x + 1.0) / 2.0, 0.0, 1.0), labels)
 
 
-def classifier_family():
-    from jaxgen.families import classifier
-
-    return classifier
-
-
-def _check_classifier(config, classifier) -> int:
+def _check_classifier(config, clf_config) -> int:
     """The noise-aware classifier's class count, after checking it can guide this model."""
-    if classifier is None:
-        raise ConfigError("guidance='classifier' needs a noise-aware classifier (classifier=)")
-    clf_config, _ = classifier
-    if clf_config.family != "classifier" or not clf_config.classifier.noisy:
-        raise ConfigError(
-            "guidance='classifier' needs a noise-aware classifier (family 'classifier' with "
-            f"classifier.noisy=True); got family={clf_config.family!r}"
-            + (" with classifier.noisy=False" if clf_config.family == "classifier" else "")
-        )
-    ours = (config.diffusion.schedule, config.diffusion.num_steps)
-    theirs = (clf_config.diffusion.schedule, clf_config.diffusion.num_steps)
-    if ours != theirs:
-        raise ConfigError(
-            f"the classifier was trained on the schedule {theirs} (diffusion.schedule, "
-            f"diffusion.num_steps) but this model uses {ours}; they must match"
-        )
-    if tuple(clf_config.data.image_shape) != tuple(config.data.image_shape):
-        raise ConfigError(
-            f"the classifier takes images {tuple(clf_config.data.image_shape)}, this model "
-            f"makes {tuple(config.data.image_shape)}"
-        )
-    k = clf_config.model.num_classes
+    schedule = (config.diffusion.schedule, config.diffusion.num_steps)
+    k = check_guide(clf_config, config.data.image_shape, schedule)
     if config.model.num_classes and config.model.num_classes != k:
         raise ConfigError(
             f"the classifier has {k} classes, this conditional model "
@@ -472,108 +419,76 @@ def _check_classifier(config, classifier) -> int:
     return k
 
 
-def add_defaults(c) -> None:
-    """The diffusion family's sections (``model``, ``diffusion``, ``sampler``) on a base config.
-
-    The model defaults are DDPM's CIFAR-10 UNet (35.7M parameters on 32x32x3).
-    """
-    import ml_collections
-
-    c.family = "diffusion"
-    c.model = ml_collections.ConfigDict()
-    c.model.channels = 128
-    c.model.channel_mult = (1, 2, 2, 2)  # one level per entry; a stride-2 conv between levels
-    c.model.num_res_blocks = 2
-    c.model.attention_resolutions = (16,)  # feature-map sides that get self-attention
-    c.model.num_heads = 1
-    c.model.dropout = 0.1
-    c.model.num_classes = 0  # > 0: class-conditional, with a null class for guidance
-    c.diffusion = ml_collections.ConfigDict()
-    c.diffusion.schedule = "linear"  # linear | cosine | linear_vp
-    c.diffusion.num_steps = 1000
-    c.diffusion.prediction = "eps"  # eps | x0 | v
-    c.diffusion.ema_decay = 0.9999
-    c.diffusion.mixed_precision = False  # True: bfloat16 compute, float32 parameters
-    c.diffusion.p_uncond = 0.1  # label dropout; used only when model.num_classes > 0
-    c.sampler = ml_collections.ConfigDict()
-    c.sampler.solver = "dpm_solver++"  # ddpm | ddim | dpm_solver | dpm_solver++
-    c.sampler.steps = 20
-    c.sampler.order = 2
-    c.sampler.method = "multistep"  # multistep | singlestep
-    c.sampler.eta = 0.0  # ddim only
-    # Clip each x0 prediction to the data range [-1, 1] (DDPM's and guided-diffusion's default
-    # for images); threshold_max > 1 makes it Imagen's dynamic thresholding instead.
-    c.sampler.thresholding = True
-    c.sampler.threshold_max = 1.0
-
-
-def small_unet_28x28(c, variants) -> None:
-    """The small DDPM UNet for 28x28x1 data (MNIST, Fashion-MNIST) that those configs share:
-    widths 64/128/128 at 28/14/7 pixels, two residual blocks a level, attention at 7x7.
-    ``variants`` may hold ``cond``, ``demo`` and ``cpu``; the caller sets ``data`` and applies
-    ``tiny``."""
-    c.data.image_shape = (28, 28, 1)
-    c.model.channels = 64
-    c.model.channel_mult = (1, 2, 2)  # 28 -> 14 -> 7
-    c.model.num_res_blocks = 2
-    c.model.attention_resolutions = (7,)
-    c.model.dropout = 0.1
-    c.train.batch_size = 128
-    c.train.num_steps = 50_000
-    c.train.eval_every = 5_000
-    c.train.sample_every = 5_000
-    c.train.checkpoint_every = 2_000
-    c.optimizer.learning_rate = 2e-4
-    c.optimizer.warmup_steps = 1_000
-    c.optimizer.grad_clip = 1.0
-    c.diffusion.ema_decay = 0.9995
-    if "cond" in variants:
-        c.model.num_classes = 10
-        c.diffusion.p_uncond = 0.1
-    if "demo" in variants:
-        # About 0.4 s a step on a 2-core CPU (3 s at the default width and batch 128).
-        c.model.channels = 16
-        c.model.num_res_blocks = 1
-        c.model.dropout = 0.0
-        c.train.batch_size = 32
-        c.train.num_steps = 1_200  # make demo: training and CFG sampling inside 10 minutes
-        c.train.eval_every = 600
-        c.train.sample_every = 600
-        c.train.checkpoint_every = 600
-        c.optimizer.learning_rate = 2e-3
-        c.optimizer.warmup_steps = 100
-        c.diffusion.ema_decay = 0.995
-        c.eval.batch_size = 200
-        c.eval.num_examples = 400
-        c.eval.final_num_examples = 1_000
-    if "cpu" in variants:
-        # The README's 28x28 models: narrow at 28x28 where convolutions cost most, wider below
-        # (16/32/64 channels), one residual block a level; about 0.4 s a step on a 2-core CPU,
-        # so 9,000 steps take about an hour.
-        c.model.channels = 16
-        c.model.channel_mult = (1, 2, 4)
-        c.model.num_res_blocks = 1
-        c.model.dropout = 0.0
-        c.train.batch_size = 32
-        c.train.num_steps = 9_000
-        c.train.eval_every = 3_000
-        c.train.sample_every = 3_000
-        c.train.checkpoint_every = 1_000
-        c.optimizer.learning_rate = 1e-3
-        c.optimizer.warmup_steps = 200
-        c.diffusion.ema_decay = 0.999
-        c.eval.batch_size = 200
-        c.eval.num_examples = 400
-        c.eval.final_num_examples = 1_000
+def prepare_sample(config, options: dict) -> dict:
+    """``sample``'s keyword arguments from the flags of ``SAMPLE_OPTIONS`` (their parsed
+    values; ``classifier-workdir`` arrives restored as ``(config, state)``)."""
+    guidance, scale = options["guidance"], options["scale"]
+    if guidance not in GUIDANCE:
+        raise ConfigError(f"--guidance={guidance!r} is not one of {GUIDANCE}")
+    if guidance != "none" and scale is None:
+        raise ConfigError(f"--guidance={guidance} needs --scale (e.g. --scale=3)")
+    classifier = options["classifier-workdir"]
+    if guidance != "classifier" and classifier is not None:
+        raise ConfigError("--classifier-workdir is only used with --guidance=classifier")
+    if guidance != "cfg":
+        given = {"negative-class": options["negative-class"] is not None}
+        given["interval"] = options["interval"] is not None
+        given["rescale"] = options["rescale"] != 0.0
+        for name, present in given.items():
+            if present:
+                raise ConfigError(f"--{name} is an option of --guidance=cfg")
+    kwargs = {
+        key: options[key] for key in ("solver", "steps", "order", "method", "eta", "thresholding")
+    }
+    kwargs["guidance"] = guidance
+    if guidance == "classifier":
+        if classifier is None:
+            raise ConfigError("--guidance=classifier needs --classifier-workdir=<a classifier run>")
+        clf_config, clf_state = classifier
+        _check_classifier(config, clf_config)
+        kwargs.update(classifier=(clf_config, clf_state.model.params))
+    if guidance != "none":
+        kwargs["scale"] = scale
+    if guidance == "cfg":
+        k = config.model.num_classes
+        negative = options["negative-class"]
+        if negative is not None and not 0 <= negative < k:
+            raise ConfigError(
+                f"--negative-class={negative} is not a class of this model; use 0..{k - 1}"
+            )
+        interval = options["interval"]
+        if interval is not None:
+            try:
+                interval = tuple(float(v) for v in interval)
+            except ValueError:
+                interval = ()
+            if len(interval) != 2 or not 0 <= interval[0] <= interval[1] <= 1:
+                raise ConfigError(
+                    f"--interval={','.join(options['interval'])} must be t_lo,t_hi with "
+                    "0 <= t_lo <= t_hi <= 1"
+                )
+        if not 0 <= options["rescale"] <= 1:
+            raise ConfigError(f"--rescale={options['rescale']} must be in [0, 1]")
+        kwargs.update(negative_label=negative, rescale=options["rescale"], interval=interval)
+    return kwargs
 
 
-def tiny_model(c) -> None:
-    """The ``tiny`` variant's UNet and diffusion settings, shared by every diffusion config."""
-    c.model.channels = 8
-    c.model.channel_mult = (1,)  # no down-sampling: compiles in half the time
-    c.model.num_res_blocks = 1
-    c.model.attention_resolutions = ()  # the middle block keeps its attention
-    c.model.dropout = 0.0
-    c.optimizer.warmup_steps = 0
-    c.diffusion.ema_decay = 0.9
-    c.sampler.steps = 4
+def sample_classes(config, kwargs: dict) -> int:
+    """Classes a sample may be asked for: the guiding classifier's, else the model's."""
+    if kwargs.get("guidance") == "classifier":
+        return int(kwargs["classifier"][0].model.num_classes)
+    return config.model.num_classes
+
+
+FAMILY = Family(
+    name="diffusion",
+    validate_config=validate_config,
+    capabilities=capabilities,
+    init=init,
+    train_step=train_step,
+    eval_step=eval_step,
+    sample=sample,
+    sample_options=SAMPLE_OPTIONS,
+    prepare_sample=prepare_sample,
+    sample_classes=sample_classes,
+)

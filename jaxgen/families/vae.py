@@ -16,40 +16,28 @@ Likelihoods (``loss.likelihood``):
 from __future__ import annotations
 
 import functools
-from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxgen import losses
 from jaxgen.errors import ConfigError
+from jaxgen.families import Capabilities, Family, SampleOption, Samples
 from jaxgen.families.common import (
     check_choice,
     check_optimizer,
     example_keys,
-    global_norm,
     make_optimizer,
     to_unit_interval,
 )
+from jaxgen.families.state import State, TrainState, gradient_step
 from jaxgen.nn.vae import VAE
 
 LIKELIHOODS = ("bernoulli", "discretized_gaussian")
 BINARIZE = ("dynamic", "none")
 MODEL_KINDS = ("conv", "mlp")
-SAMPLE_OPTIONS = {
-    "temperature": (1.0, "VAE: prior noise scale; PixelCNN prior: softmax temperature."),
-}
+SAMPLE_OPTIONS = (SampleOption("temperature", 1.0, "Prior noise scale: z ~ N(0, t^2 I)."),)
 _MIN_LOG_SCALE = -7.0
-
-
-@flax.struct.dataclass
-class State:
-    step: jax.Array
-    rng: jax.Array
-    params: Any
-    opt_state: Any
 
 
 def build_model(config) -> VAE:
@@ -89,16 +77,16 @@ def validate_config(config) -> None:
         )
 
 
+def capabilities(config) -> Capabilities:
+    del config
+    return Capabilities(generates=True, reconstructs=True)
+
+
 def init(config, rng: jax.Array, example_batch) -> State:
     model = build_model(config)
     x = to_unit_interval(example_batch["image"])
     params = model.init(jax.random.fold_in(rng, 0), x, jax.random.fold_in(rng, 1))["params"]
-    return State(
-        step=jnp.zeros((), jnp.int32),
-        rng=rng,
-        params=params,
-        opt_state=make_optimizer(config.optimizer).init(params),
-    )
+    return State.create(rng, {"model": TrainState.create(params, make_optimizer(config.optimizer))})
 
 
 def _targets(config, images: jax.Array, rng: jax.Array) -> jax.Array:
@@ -151,18 +139,14 @@ def loss_fn(config, params, x: jax.Array, rng: jax.Array, step: jax.Array):
 
 
 def train_step(config, state: State, batch) -> tuple[State, dict]:
-    rng = jax.random.fold_in(state.rng, state.step)
-    binarize_rng, z_rng = jax.random.split(rng)
+    binarize_rng, z_rng = jax.random.split(state.step_key())
     x = _targets(config, batch["image"], binarize_rng)
-    grad_fn = jax.grad(functools.partial(loss_fn, config), has_aux=True)
-    grads, metrics = grad_fn(state.params, x, z_rng, state.step)
-    updates, opt_state = make_optimizer(config.optimizer).update(
-        grads, state.opt_state, state.params
+    objective = functools.partial(loss_fn, config, x=x, rng=z_rng, step=state.step)
+    model, metrics, grad_norm = gradient_step(
+        state.model, make_optimizer(config.optimizer), objective
     )
-    params = optax.apply_updates(state.params, updates)
-    metrics["grad_norm"] = global_norm(grads)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    return new_state, metrics
+    metrics["grad_norm"] = grad_norm
+    return state.advance(model=model), metrics
 
 
 def log_importance_weights(config, params, x: jax.Array, eps: jax.Array) -> jax.Array:
@@ -210,11 +194,12 @@ def eval_step(config, state: State, batch) -> dict:
     eps = jax.vmap(
         lambda key: jax.random.normal(jax.random.fold_in(key, 1), (config.model.latent_dim,))
     )(keys)
-    decoded, mean, logvar, _ = _apply_with_noise(config, state.params, x, eps)
-    log_px = _log_likelihood(config, state.params, x, decoded)
+    params = state.model.params
+    decoded, mean, logvar, _ = _apply_with_noise(config, params, x, eps)
+    log_px = _log_likelihood(config, params, x, decoded)
     kl = losses.gaussian_kl(mean, logvar)
     log_px_iwae = iwae_log_likelihood(
-        config, state.params, x, keys, config.eval.iwae_k, config.eval.iwae_chunk
+        config, params, x, keys, config.eval.iwae_k, config.eval.iwae_chunk
     )
     num_dims = x[0].size
     metrics = {
@@ -240,32 +225,27 @@ def reconstruct(config, state: State, images: jax.Array) -> jax.Array:
     """Decoder mean at the posterior mean: ``[B, H, W, C]`` in ``[0, 1]``."""
     model = build_model(config)
     x = to_unit_interval(images)
-    mean, _ = model.apply({"params": state.params}, x, method=VAE.encode)
-    return _mean_image(config, model.apply({"params": state.params}, mean, method=VAE.decode))
+    params = state.model.params
+    mean, _ = model.apply({"params": params}, x, method=VAE.encode)
+    return _mean_image(config, model.apply({"params": params}, mean, method=VAE.decode))
 
 
-def sample(config, state: State, rng: jax.Array, num: int, temperature: float = 1.0):
+def sample(config, state: State, rng: jax.Array, num: int, temperature: float = 1.0) -> Samples:
     """Decoder means for ``z ~ N(0, temperature^2 I)``: ``[num, H, W, C]`` in ``[0, 1]``."""
     model = build_model(config)
     z = temperature * jax.random.normal(rng, (num, config.model.latent_dim))
-    return _mean_image(config, model.apply({"params": state.params}, z, method=VAE.decode))
+    params = state.model.params
+    return Samples(_mean_image(config, model.apply({"params": params}, z, method=VAE.decode)))
 
 
-def add_defaults(c) -> None:
-    """The VAE's config sections (``model``, ``loss``, ``eval.iwae_*``) on a base config."""
-    import ml_collections
-
-    c.family = "vae"
-    c.model = ml_collections.ConfigDict()
-    c.model.kind = "conv"  # conv | mlp
-    c.model.latent_dim = 32
-    c.model.channels = (32, 64)  # conv: one stride-2 conv per entry
-    c.model.hidden = (512, 512)  # mlp: hidden widths; conv: hidden[0] is the dense width
-    c.loss = ml_collections.ConfigDict()
-    c.loss.likelihood = "bernoulli"  # bernoulli | discretized_gaussian
-    c.loss.binarize = "dynamic"  # dynamic | none (bernoulli only)
-    c.loss.beta = 1.0
-    c.loss.kl_warmup_steps = 0
-    c.loss.free_bits = 0.0  # nats per latent dimension
-    c.eval.iwae_k = 64
-    c.eval.iwae_chunk = 16
+FAMILY = Family(
+    name="vae",
+    validate_config=validate_config,
+    capabilities=capabilities,
+    init=init,
+    train_step=train_step,
+    eval_step=eval_step,
+    sample=sample,
+    sample_options=SAMPLE_OPTIONS,
+    reconstruct=reconstruct,
+)

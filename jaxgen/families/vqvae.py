@@ -17,43 +17,33 @@ the current batch's encoder outputs (``quantize.restart_dead_codes``). Eval repo
 reconstruction MSE and PSNR, the VQ and commitment losses, the batch perplexity, and over the
 whole eval pass the fraction of codes used (``codes_used``) and the pass's perplexity.
 
-This family does not generate on its own (``sample.py`` shows reconstructions); the PixelCNN
-prior (``family = 'pixelcnn'``) trained on its codes does.
+This family does not generate on its own (``sample.py`` shows reconstructions); it is a
+tokenizer (``tokenizer``: images <-> a 7x7 grid of code indices for 28x28 images), and a prior
+trained on its codes (``family = 'pixelcnn'``) generates.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import flax
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxgen import quantize as vq
 from jaxgen.errors import ConfigError
+from jaxgen.families import Capabilities, Family, Tokenizer
 from jaxgen.families.common import (
     check_choice,
     check_optimizer,
-    global_norm,
     make_optimizer,
-    schedule_28x28,
     to_unit_interval,
 )
+from jaxgen.families.state import State, TrainState, gradient_step
 from jaxgen.nn.vqvae import VQVAE
 
 CODEBOOKS = ("ema", "loss")
-SAMPLE_OPTIONS: dict = {}
 
-
-@flax.struct.dataclass
-class State:
-    step: jax.Array
-    rng: jax.Array
-    params: Any  # encoder, decoder, and the codebook when vq.codebook == 'loss'
-    opt_state: Any
-    ema: Any  # quantize.EmaCodebook when vq.codebook == 'ema', else None
-    unused: jax.Array  # [K] int32: steps since each code was last chosen
+# State layout: players["model"].params holds the encoder, the decoder and, when
+# vq.codebook == 'loss', the codebook; extra = {"ema": quantize.EmaCodebook (vq.codebook ==
+# 'ema') or None, "unused": [K] int32 steps since each code was last chosen}.
 
 
 def build_model(config) -> VQVAE:
@@ -106,6 +96,11 @@ def _init_codebook(config, rng: jax.Array) -> jax.Array:
     return jax.random.uniform(rng, (k, config.vq.dim), jnp.float32, -1.0 / k, 1.0 / k)
 
 
+def capabilities(config) -> Capabilities:
+    del config
+    return Capabilities(reconstructs=True, is_tokenizer=True)
+
+
 def init(config, rng: jax.Array, example_batch) -> State:
     x = to_unit_interval(example_batch["image"])
     params = dict(build_model(config).init(jax.random.fold_in(rng, 0), x)["params"])
@@ -115,19 +110,15 @@ def init(config, rng: jax.Array, example_batch) -> State:
         ema = vq.ema_init(codebook)
     else:
         params["codebook"] = codebook
-    return State(
-        step=jnp.zeros((), jnp.int32),
-        rng=rng,
-        params=params,
-        opt_state=make_optimizer(config.optimizer).init(params),
-        ema=ema,
-        unused=jnp.zeros((config.vq.num_codes,), jnp.int32),
-    )
+    model = TrainState.create(params, make_optimizer(config.optimizer))
+    unused = jnp.zeros((config.vq.num_codes,), jnp.int32)
+    return State.create(rng, {"model": model}, extra={"ema": ema, "unused": unused})
 
 
 def codebook_of(state: State) -> jax.Array:
     """The ``[K, D]`` codebook in use."""
-    return state.ema.codebook if state.ema is not None else state.params["codebook"]
+    ema = state.extra["ema"]
+    return ema.codebook if ema is not None else state.model.params["codebook"]
 
 
 def _nets(params) -> dict:
@@ -144,16 +135,33 @@ def decode(config, params, z_q: jax.Array) -> jax.Array:
     return build_model(config).apply({"params": _nets(params)}, z_q, method=VQVAE.decode)
 
 
-def encode_to_indices(config, state: State, images: jax.Array) -> jax.Array:
-    """uint8 images -> int32 code indices ``[B, h, w]``."""
-    z_e = encode(config, state.params, to_unit_interval(images))
-    return vq.nearest_code(z_e, codebook_of(state))[0]
+def tokenizer_params(config, state: State) -> dict:
+    """What the tokenizer needs of a trained state: ``{"params": nets, "codebook": [K, D]}``."""
+    del config
+    return {"params": _nets(state.model.params), "codebook": codebook_of(state)}
 
 
-def decode_indices(config, state: State, indices: jax.Array) -> jax.Array:
-    """Code indices ``[B, h, w]`` -> images in ``[0, 1]``."""
-    codes = jnp.take(codebook_of(state), indices, axis=0)
-    return jnp.clip(decode(config, state.params, codes), 0.0, 1.0)
+def encode_to_indices(config, frozen: dict, images: jax.Array) -> jax.Array:
+    """uint8 images -> int32 code indices ``[B, h, w]`` (``frozen``: ``tokenizer_params``)."""
+    z_e = encode(config, frozen["params"], to_unit_interval(images))
+    return vq.nearest_code(z_e, frozen["codebook"])[0]
+
+
+def decode_indices(config, frozen: dict, indices: jax.Array) -> jax.Array:
+    """Code indices ``[B, h, w]`` -> images in ``[0, 1]`` (``frozen``: ``tokenizer_params``)."""
+    codes = jnp.take(frozen["codebook"], indices, axis=0)
+    return jnp.clip(decode(config, frozen["params"], codes), 0.0, 1.0)
+
+
+def tokenizer(config) -> Tokenizer:
+    """The VQ-VAE as a first stage: K codes on an ``(h, w)`` grid."""
+    return Tokenizer(
+        num_codes=config.vq.num_codes,
+        grid_shape=latent_shape(config),
+        image_shape=tuple(config.data.image_shape),
+        encode=lambda frozen, images: encode_to_indices(config, frozen, images),
+        decode=lambda frozen, codes: decode_indices(config, frozen, codes),
+    )
 
 
 def loss_fn(config, params, codebook: jax.Array, x: jax.Array):
@@ -187,23 +195,22 @@ def train_step(config, state: State, batch) -> tuple[State, dict]:
     if ema:
 
         def objective(params):
-            return loss_fn(config, params, jax.lax.stop_gradient(state.ema.codebook), x)
+            return loss_fn(config, params, jax.lax.stop_gradient(state.extra["ema"].codebook), x)
     else:
 
         def objective(params):
             return loss_fn(config, params, params["codebook"], x)
 
-    grads, (metrics, z_e, indices, _) = jax.grad(objective, has_aux=True)(state.params)
-    updates, opt_state = make_optimizer(config.optimizer).update(
-        grads, state.opt_state, state.params
+    model, (metrics, z_e, indices, _), grad_norm = gradient_step(
+        state.model, make_optimizer(config.optimizer), objective
     )
-    params = optax.apply_updates(state.params, updates)
-    ema_state = state.ema
+    params = model.params
+    ema_state = state.extra["ema"]
     if ema:
         ema_state = vq.ema_update(
             ema_state, z_e, indices, decay=config.vq.ema_decay, eps=config.vq.ema_eps
         )
-    unused = vq.update_unused(state.unused, indices)
+    unused = vq.update_unused(state.extra["unused"], indices)
     restarted = jnp.zeros((), jnp.float32)
     if config.vq.restart_after > 0:
         rng = jax.random.fold_in(state.rng, state.step)
@@ -217,19 +224,17 @@ def train_step(config, state: State, batch) -> tuple[State, dict]:
                 params["codebook"], unused, z_e, rng, config.vq.restart_after
             )
             params = {**params, "codebook": codebook}
-    metrics["grad_norm"] = global_norm(grads)
+    metrics["grad_norm"] = grad_norm
     metrics["restarted"] = restarted
-    new_state = state.replace(
-        step=state.step + 1, params=params, opt_state=opt_state, ema=ema_state, unused=unused
-    )
-    return new_state, metrics
+    new_state = state.advance(model=model.replace(params=params))
+    return new_state.replace(extra={"ema": ema_state, "unused": unused}), metrics
 
 
 def eval_step(config, state: State, batch) -> dict:
     """Batch means of the reconstruction and codebook figures; ``codes`` is the batch's code
     histogram ``[K]``, which the engine sums over the eval pass (``codes_used``)."""
     x = to_unit_interval(batch["image"])
-    _, (metrics, _, indices, x_hat) = loss_fn(config, state.params, codebook_of(state), x)
+    _, (metrics, _, indices, x_hat) = loss_fn(config, state.model.params, codebook_of(state), x)
     x_hat = jnp.clip(x_hat, 0.0, 1.0)
     per_image = jnp.mean((x_hat - x) ** 2, axis=(1, 2, 3))
     metrics = {k: v for k, v in metrics.items() if k != "loss"}
@@ -241,50 +246,19 @@ def eval_step(config, state: State, batch) -> dict:
 
 def reconstruct(config, state: State, images: jax.Array) -> jax.Array:
     """Reconstructions through the codebook: ``[B, H, W, C]`` in ``[0, 1]``."""
-    return decode_indices(config, state, encode_to_indices(config, state, images))
+    frozen = tokenizer_params(config, state)
+    return decode_indices(config, frozen, encode_to_indices(config, frozen, images))
 
 
-def add_defaults(c) -> None:
-    """The VQ-VAE's config sections (``model``, ``vq``) on a base config."""
-    import ml_collections
-
-    c.family = "vqvae"
-    c.model = ml_collections.ConfigDict()
-    c.model.channels = (64, 128)  # one stride-2 stage each: 28x28 -> 7x7 codes
-    c.model.num_res_blocks = 2
-    c.model.res_hidden = 64
-    c.vq = ml_collections.ConfigDict()
-    c.vq.num_codes = 512  # K
-    c.vq.dim = 64  # D
-    c.vq.beta = 0.25  # on the commitment term
-    c.vq.codebook = "ema"  # ema | loss
-    c.vq.ema_decay = 0.99
-    c.vq.ema_eps = 1e-5
-    c.vq.restart_after = 100  # steps unused before a code is re-seeded; 0: never
-
-
-def tiny_model(c) -> None:
-    """The ``tiny`` variant's model and schedule, shared by the VQ-VAE configs."""
-    c.model.channels = (8, 8)
-    c.model.num_res_blocks = 1
-    c.model.res_hidden = 8
-    c.vq.num_codes = 16
-    c.vq.dim = 4
-    c.vq.restart_after = 2
-    c.optimizer.warmup_steps = 0
-    c.optimizer.decay_steps = 0
-
-
-def defaults_28x28(c, variants) -> None:
-    """Settings for 28x28x1 data (MNIST, Fashion-MNIST) that those configs share: K = 512
-    codes of D = 64 on a 7x7 grid. ``variants`` may hold ``loss`` (codebook learned by the VQ
-    loss instead of EMA) and ``norestart`` (no dead-code restarts)."""
-    c.data.image_shape = (28, 28, 1)
-    c.model.channels = (32, 64)
-    c.model.res_hidden = 32
-    schedule_28x28(c)
-    c.train.sample_every = 0  # reconstructions come from sample.py
-    if "loss" in variants:
-        c.vq.codebook = "loss"
-    if "norestart" in variants:
-        c.vq.restart_after = 0
+FAMILY = Family(
+    name="vqvae",
+    validate_config=validate_config,
+    capabilities=capabilities,
+    init=init,
+    train_step=train_step,
+    eval_step=eval_step,
+    eval_reductions={"codes": "histogram"},
+    reconstruct=reconstruct,
+    tokenizer=tokenizer,
+    tokenizer_params=tokenizer_params,
+)

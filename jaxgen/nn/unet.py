@@ -16,7 +16,8 @@ Layout, for ``channel_mult = (m_0, .., m_{L-1})`` and base width ``channels``:
 - GroupNorm, SiLU and a 3x3 output convolution back to the input's channel count.
 
 GroupNorm uses 32 groups, or fewer for narrow layers so that every group keeps at least 4
-channels (see ``num_groups``).
+channels (see ``jaxgen.nn.layers.num_groups``). The residual block, down- and up-sampling
+and the time embedding live in ``jaxgen.nn.layers`` (shared with the classifier).
 
 The convolutions that close a residual branch, the attention output projection and the output
 convolution start at zero, so at initialisation every block is the identity and the model
@@ -39,78 +40,29 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-TIME_SCALE = 1000.0
+# The shared blocks, importable from here as before (``from jaxgen.nn.unet import ...``).
+from jaxgen.nn.layers import (
+    TIME_SCALE,
+    Downsample,
+    ResBlock,
+    Upsample,
+    conv,
+    group_norm,
+    num_groups,
+    timestep_embedding,
+)
 
-
-def num_groups(channels: int, max_groups: int = 32, min_group_size: int = 4) -> int:
-    """GroupNorm's group count: the largest divisor of ``channels`` that is at most
-    ``max_groups`` and leaves at least ``min_group_size`` channels per group (32 for DDPM's
-    widths of 128 and more).
-
-    Groups of one channel would be instance norm, which subtracts every per-channel constant,
-    and so would erase the time and class embeddings that the residual blocks add per channel
-    just before their second norm; narrow test-sized UNets would then ignore ``t`` and ``y``.
-    """
-    for g in range(max(1, min(max_groups, channels // min_group_size)), 0, -1):
-        if channels % g == 0:
-            return g
-    return 1
-
-
-def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
-    """Sinusoidal features of ``t: [B]``: ``[B, dim]``, sines then cosines, in float32.
-
-    Frequencies fall geometrically from 1 to ``1 / max_period``; an odd ``dim`` gets a zero
-    column at the end.
-    """
-    half = dim // 2
-    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / max(half - 1, 1))
-    angles = jnp.asarray(t, jnp.float32)[:, None] * freqs[None, :]
-    emb = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
-    if dim % 2:
-        emb = jnp.pad(emb, ((0, 0), (0, 1)))
-    return emb
-
-
-def _norm(channels: int, dtype: Any) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups=num_groups(channels), dtype=dtype, param_dtype=jnp.float32)
-
-
-def _conv(features: int, dtype: Any, stride: int = 1, zero: bool = False, kernel: int = 3):
-    pad = kernel // 2
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding=((pad, pad), (pad, pad)),
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        kernel_init=nn.initializers.zeros if zero else nn.initializers.lecun_normal(),
-    )
-
-
-class ResBlock(nn.Module):
-    """GroupNorm-SiLU-conv, plus a projection of the time embedding, then
-    GroupNorm-SiLU-dropout-conv (zero-initialised); a 1x1 projection on the skip path when the
-    width changes."""
-
-    features: int
-    dropout: float = 0.0
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, emb: jax.Array, deterministic: bool = True) -> jax.Array:
-        in_features = x.shape[-1]
-        h = nn.silu(_norm(in_features, self.dtype)(x))
-        h = _conv(self.features, self.dtype)(h)
-        proj = nn.Dense(self.features, dtype=self.dtype, param_dtype=jnp.float32, name="emb_proj")
-        h = h + proj(nn.silu(emb))[:, None, None, :]
-        h = nn.silu(_norm(self.features, self.dtype)(h))
-        h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
-        h = _conv(self.features, self.dtype, zero=True)(h)
-        if in_features != self.features:
-            x = nn.Dense(self.features, dtype=self.dtype, param_dtype=jnp.float32, name="skip")(x)
-        return x + h
+__all__ = [
+    "TIME_SCALE",
+    "AttentionBlock",
+    "Downsample",
+    "ResBlock",
+    "UNet",
+    "Upsample",
+    "count_params",
+    "num_groups",
+    "timestep_embedding",
+]
 
 
 class AttentionBlock(nn.Module):
@@ -126,7 +78,7 @@ class AttentionBlock(nn.Module):
         if c % self.num_heads:
             raise ValueError(f"attention: {c} channels do not split into {self.num_heads} heads")
         head = c // self.num_heads
-        h = _norm(c, self.dtype)(x).reshape(b, hgt * wid, c)
+        h = group_norm(c, self.dtype)(x).reshape(b, hgt * wid, c)
         dense = lambda name: nn.Dense(c, dtype=self.dtype, param_dtype=jnp.float32, name=name)
         split = lambda a: a.reshape(b, hgt * wid, self.num_heads, head)
         q, k, v = (split(dense(n)(h)) for n in ("query", "key", "value"))
@@ -141,23 +93,6 @@ class AttentionBlock(nn.Module):
             name="out",
         )(out)
         return x + out.reshape(b, hgt, wid, c)
-
-
-class Downsample(nn.Module):
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return _conv(x.shape[-1], self.dtype, stride=2)(x)
-
-
-class Upsample(nn.Module):
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # nearest neighbour, x2
-        return _conv(x.shape[-1], self.dtype)(x)
 
 
 class UNet(nn.Module):
@@ -207,7 +142,7 @@ class UNet(nn.Module):
         res = lambda f: ResBlock(f, self.dropout, dt)
         attn = lambda: AttentionBlock(self.num_heads, dt)
 
-        h = _conv(self.channels, dt)(x.astype(dt))
+        h = conv(self.channels, dt)(x.astype(dt))
         skips = [h]
         for level, mult in enumerate(self.channel_mult):
             for _ in range(self.num_res_blocks):
@@ -233,8 +168,8 @@ class UNet(nn.Module):
                 h = Upsample(dt)(h)
         assert not skips
 
-        h = nn.silu(_norm(h.shape[-1], dt)(h))
-        h = _conv(out_channels, dt, zero=True)(h)
+        h = nn.silu(group_norm(h.shape[-1], dt)(h))
+        h = conv(out_channels, dt, zero=True)(h)
         return h.astype(jnp.float32)
 
 

@@ -13,6 +13,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgen.nn.layers import depth_to_space
+
+__all__ = [
+    "VAE",
+    "ConvDecoder",
+    "ConvEncoder",
+    "MLPDecoder",
+    "MLPEncoder",
+    "depth_to_space",
+]
+
 
 class ConvEncoder(nn.Module):
     """Strided 4x4 convolutions (each halves H and W), then a dense head to ``2 * latent_dim``."""
@@ -31,14 +42,6 @@ class ConvEncoder(nn.Module):
         out = nn.Dense(2 * self.latent_dim)(h)
         mean, logvar = jnp.split(out, 2, axis=-1)
         return mean, logvar
-
-
-def depth_to_space(x: jax.Array, factor: int = 2) -> jax.Array:
-    """``[B, H, W, f*f*C] -> [B, f*H, f*W, C]`` (pixel shuffle)."""
-    b, h, w, c = x.shape
-    c_out = c // (factor * factor)
-    x = x.reshape(b, h, w, factor, factor, c_out).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, h * factor, w * factor, c_out)
 
 
 class ConvDecoder(nn.Module):

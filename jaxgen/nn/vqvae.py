@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
-from jaxgen.nn.vae import depth_to_space
+from jaxgen.nn.layers import depth_to_space
 
 
 class Residual(nn.Module):

@@ -1,0 +1,40 @@
+"""Gated PixelCNN prior over the codes of a trained tokenizer (``configs/vqvae.py``), read from
+``first_stage.workdir`` (default ``runs/vqvae_<data set>``)::
+
+    python train.py --config=configs/vqvae.py:mnist --workdir=runs/vqvae_mnist
+    python train.py --config=configs/pixelcnn.py:mnist,cond --workdir=runs/pixelcnn_mnist
+    python sample.py --workdir=runs/pixelcnn_mnist --class=all --num=100
+
+Data sets: ``mnist`` (default), ``fashion_mnist``; the prior trains on its tokenizer's data.
+"""
+
+from configs import common
+
+DATASETS = ("mnist", "fashion_mnist")
+VARIANTS = {
+    "cond": "class-conditional on the label",
+    "tiny": "a few steps of a very small network, for tests (it still needs a first stage)",
+}
+
+
+def get_config(arg=None):
+    dataset, variants = common.parse(arg, DATASETS, VARIANTS)
+    c = common.new("pixelcnn", dataset)
+    c.first_stage = common.section(
+        workdir=f"runs/vqvae_{dataset}",  # a trained tokenizer run
+        config=common.section(),  # filled from its config.json when the run starts
+    )
+    c.model = common.section(
+        channels=64,
+        num_layers=10,
+        kernel_size=3,
+        num_classes=10 if "cond" in variants else 0,  # > 0: class-conditional
+    )
+    common.schedule_28x28(c)
+    if "tiny" in variants:
+        common.tiny(c)
+        c.model.channels = 8
+        c.model.num_layers = 2
+        c.optimizer.warmup_steps = 0
+        c.optimizer.decay_steps = 0
+    return c

@@ -1,0 +1,127 @@
+"""The building blocks shared by the networks: the sinusoidal time embedding, GroupNorm and
+convolution factories, the time-conditioned residual block, stride-2 down- and nearest-neighbour
+up-sampling (``jaxgen.nn.unet``, ``jaxgen.nn.classifier``), and the pixel shuffle
+``depth_to_space`` (the decoders of ``jaxgen.nn.vae`` and ``jaxgen.nn.vqvae``).
+
+Flax names a submodule after its class (``ResBlock_0``, ``Conv_0``, ``GroupNorm_0``), not after
+the file that defines it, so a network's parameter tree does not depend on where these live.
+
+Mixed precision: parameters are always float32; ``dtype`` is the compute dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# Time t in (0, 1] is multiplied by this before ``timestep_embedding``: the discrete step scale
+# that DDPM's architecture was tuned for.
+TIME_SCALE = 1000.0
+
+
+def num_groups(channels: int, max_groups: int = 32, min_group_size: int = 4) -> int:
+    """GroupNorm's group count: the largest divisor of ``channels`` that is at most
+    ``max_groups`` and leaves at least ``min_group_size`` channels per group (32 for DDPM's
+    widths of 128 and more).
+
+    Groups of one channel would be instance norm, which subtracts every per-channel constant,
+    and so would erase the time and class embeddings that the residual blocks add per channel
+    just before their second norm; narrow test-sized UNets would then ignore ``t`` and ``y``.
+    """
+    for g in range(max(1, min(max_groups, channels // min_group_size)), 0, -1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
+    """Sinusoidal features of ``t: [B]``: ``[B, dim]``, sines then cosines, in float32.
+
+    Frequencies fall geometrically from 1 to ``1 / max_period``; an odd ``dim`` gets a zero
+    column at the end.
+    """
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / max(half - 1, 1))
+    angles = jnp.asarray(t, jnp.float32)[:, None] * freqs[None, :]
+    emb = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+    if dim % 2:
+        emb = jnp.pad(emb, ((0, 0), (0, 1)))
+    return emb
+
+
+def group_norm(channels: int, dtype: Any) -> nn.GroupNorm:
+    """GroupNorm over ``channels`` with ``num_groups(channels)`` groups (float32 parameters)."""
+    return nn.GroupNorm(num_groups=num_groups(channels), dtype=dtype, param_dtype=jnp.float32)
+
+
+def conv(features: int, dtype: Any, stride: int = 1, zero: bool = False, kernel: int = 3):
+    """A ``kernel x kernel`` convolution with symmetric padding ``kernel // 2`` (so stride 1
+    keeps H and W, stride 2 halves them); ``zero=True`` starts its kernel at zero (the bias
+    starts at zero either way), otherwise LeCun normal."""
+    pad = kernel // 2
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=((pad, pad), (pad, pad)),
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.initializers.zeros if zero else nn.initializers.lecun_normal(),
+    )
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv, plus a projection of the time embedding, then
+    GroupNorm-SiLU-dropout-conv (zero-initialised); a 1x1 projection on the skip path when the
+    width changes."""
+
+    features: int
+    dropout: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, emb: jax.Array, deterministic: bool = True) -> jax.Array:
+        in_features = x.shape[-1]
+        h = nn.silu(group_norm(in_features, self.dtype)(x))
+        h = conv(self.features, self.dtype)(h)
+        proj = nn.Dense(self.features, dtype=self.dtype, param_dtype=jnp.float32, name="emb_proj")
+        h = h + proj(nn.silu(emb))[:, None, None, :]
+        h = nn.silu(group_norm(self.features, self.dtype)(h))
+        h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+        h = conv(self.features, self.dtype, zero=True)(h)
+        if in_features != self.features:
+            x = nn.Dense(self.features, dtype=self.dtype, param_dtype=jnp.float32, name="skip")(x)
+        return x + h
+
+
+class Downsample(nn.Module):
+    """A stride-2 3x3 convolution that keeps the width: ``[B, H, W, C] -> [B, H/2, W/2, C]``."""
+
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return conv(x.shape[-1], self.dtype, stride=2)(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour x2 then a 3x3 convolution: ``[B, H, W, C] -> [B, 2H, 2W, C]``."""
+
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # nearest neighbour, x2
+        return conv(x.shape[-1], self.dtype)(x)
+
+
+def depth_to_space(x: jax.Array, factor: int = 2) -> jax.Array:
+    """``[B, H, W, f*f*C] -> [B, f*H, f*W, C]`` (pixel shuffle)."""
+    b, h, w, c = x.shape
+    c_out = c // (factor * factor)
+    x = x.reshape(b, h, w, factor, factor, c_out).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h * factor, w * factor, c_out)
