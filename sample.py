@@ -19,7 +19,10 @@ model, for instance:
 
 Restores the latest checkpoint (EMA parameters where the family keeps them) and writes a PNG grid
 and an ``.npz`` of the images (float32 ``[N, H, W, C]`` in [0, 1], and their ``labels`` when
-conditional) beside it.
+conditional) beside it. Images are generated ``--batch`` at a time (one compile, a progress bar
+when there are several chunks); with ``--num <= --batch`` the images are those of one call with
+the ``--seed`` key, with more, chunk ``i`` uses ``jax.random.fold_in(key, i)``. Images with NaN
+or Inf values (a diverged checkpoint) are refused and nothing is written.
 """
 
 import json
@@ -32,13 +35,20 @@ from absl import app, flags, logging
 
 from jaxgen.data import DataError, load_splits
 from jaxgen.engine import loop, sampling
-from jaxgen.engine.images import save_grid
+from jaxgen.engine.images import atomic_path, save_grid, unwritable_reason
 from jaxgen.errors import CheckpointError, ConfigError
 from jaxgen.families import FAMILIES, get_family
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A train.py workdir.")
 _NUM = flags.DEFINE_integer("num", 64, "How many images.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_BATCH = flags.DEFINE_integer(
+    "batch",
+    256,
+    "Images per compiled sampling call: --num is made in chunks of this many (bounds device "
+    "memory). With --num <= --batch one call with the --seed key; with more, chunk i uses "
+    "fold_in(key, i).",
+)
 _OUT = flags.DEFINE_string("out", None, "PNG path (default: <workdir>/samples.png).")
 _RECON = flags.DEFINE_bool(
     "reconstruct",
@@ -127,6 +137,22 @@ def _reconstructions(setup, state, num):
     return np.concatenate(rows), ncol, {"originals": originals, "reconstructions": recon}
 
 
+def _check_writable(out, npz):
+    for path, what in ((out, "--out"), (npz, "the .npz beside --out")):
+        reason = unwritable_reason(path)
+        if reason:
+            raise ConfigError(f"{what} ({path}) {reason}")
+
+
+def _write(grid, ncol, arrays, out, npz):
+    """The PNG grid and the ``.npz``, each through a temporary file that is removed if
+    anything fails (so a failed PNG leaves no ``.npz`` either)."""
+    with atomic_path(npz, ".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        save_grid(grid, out, ncol)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -135,6 +161,8 @@ def main(argv):
     try:
         if _NUM.value < 1:
             raise ConfigError(f"--num={_NUM.value} must be >= 1")
+        if _BATCH.value < 1:
+            raise ConfigError(f"--batch={_BATCH.value} must be >= 1 (images per sampling call)")
         setup, state = loop.restore_for_inference(_WORKDIR.value)
         caps, name = setup.caps, setup.family.name
         reconstruct = _RECON.value
@@ -147,10 +175,13 @@ def main(argv):
         out = _OUT.value or os.path.join(
             _WORKDIR.value, "reconstructions.png" if reconstruct else "samples.png"
         )
+        npz = os.path.splitext(out)[0] + ".npz"
+        _check_writable(out, npz)  # before any sampling
         if reconstruct:
             if _CLASS.value is not None:
                 raise ConfigError("--class is for sampling, not --reconstruct")
             grid, ncol, arrays = _reconstructions(setup, state, _NUM.value)
+            made = arrays["reconstructions"]
         else:
             if not caps.generates:
                 raise ConfigError(
@@ -163,13 +194,26 @@ def main(argv):
             if label is not None:
                 kwargs["label"] = label
             key = jax.random.PRNGKey(_SEED.value)
-            grid, labels = sampling.generate(setup, state, key, num, kwargs)
+            grid, labels = sampling.generate(setup, state, key, num, kwargs, batch=_BATCH.value)
             arrays = {"images": grid}
+            made = grid
             if labels is not None:
                 arrays["labels"] = labels
-        save_grid(grid, out, ncol)
-        npz = os.path.splitext(out)[0] + ".npz"
-        np.savez_compressed(npz, **arrays)
+        bad = sampling.count_nonfinite(made)
+        if bad:
+            raise ConfigError(
+                f"{bad} of {len(made)} {'reconstructions' if reconstruct else 'images'} have "
+                "NaN or Inf values; wrote nothing. Likely a diverged or corrupt checkpoint (a "
+                f"NaN loss in {os.path.join(_WORKDIR.value, 'metrics.jsonl')}?) or a bad option "
+                "value"
+            )
+        try:
+            _write(grid, ncol, arrays, out, npz)
+        except OSError as e:  # past _check_writable: a full disk, a folder made meanwhile
+            path = str(e.filename2 or e.filename or out)
+            path = path.removesuffix(".tmp.png").removesuffix(".tmp.npz")  # what was meant
+            print(f"error: cannot write {path}: {e.strerror or e}", file=sys.stderr)
+            sys.exit(2)
         print(f"wrote {out} and {npz} (step {int(state.step)}, family {name})")
     except (ConfigError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing or cannot be restored. The message names the path."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a NaN or Inf loss). The message names the step and the metric."""

@@ -100,6 +100,54 @@ def _flatten(z_e: jax.Array) -> jax.Array:
     return z_e.reshape(-1, z_e.shape[-1])
 
 
+# Static shape and dtype checks at the public boundaries. They read ``.shape`` and ``.dtype``
+# only, so they run at trace time (also under ``jax.jit``) and replace a broadcasting or
+# gather error deep inside XLA with a ValueError/TypeError naming the arguments and shapes.
+def _check_codebook(fn: str, codebook, name: str = "codebook") -> None:
+    if jnp.ndim(codebook) != 2:
+        raise ValueError(f"{fn}: {name} must be [K, D], got shape {jnp.shape(codebook)}")
+
+
+def _check_vectors(fn: str, z_e, codebook, name: str = "codebook") -> None:
+    """``z_e: [..., D]`` against a ``[K, D]`` codebook."""
+    _check_codebook(fn, codebook, name)
+    if jnp.ndim(z_e) < 1 or jnp.shape(z_e)[-1] != jnp.shape(codebook)[-1]:
+        raise ValueError(
+            f"{fn}: z_e must be [..., D] with D = {name}.shape[-1] = {jnp.shape(codebook)[-1]}, "
+            f"got z_e {jnp.shape(z_e)} and {name} {jnp.shape(codebook)}"
+        )
+
+
+def _check_same_shape(fn: str, z_e, codes) -> None:
+    if jnp.shape(z_e) != jnp.shape(codes):
+        raise ValueError(
+            f"{fn}: z_e and codes must have the same shape, got z_e {jnp.shape(z_e)} and "
+            f"codes {jnp.shape(codes)}"
+        )
+
+
+def _check_indices(fn: str, indices, name: str = "indices") -> None:
+    dtype = jnp.result_type(indices)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"{fn}: {name} must be integer code indices, got dtype {dtype}")
+
+
+def _check_num_codes(fn: str, num_codes) -> None:
+    if not isinstance(num_codes, int | np.integer) or isinstance(num_codes, bool) or num_codes < 1:
+        raise ValueError(f"{fn}: num_codes must be an integer >= 1, got {num_codes!r}")
+
+
+def _check_restart(fn: str, codebook, steps_unused, z_e, name: str = "codebook") -> None:
+    _check_vectors(fn, z_e, codebook, name)
+    if jnp.shape(steps_unused) != jnp.shape(codebook)[:1]:
+        raise ValueError(
+            f"{fn}: steps_unused must be [K] with K = {name}.shape[0] = "
+            f"{jnp.shape(codebook)[0]}, got steps_unused {jnp.shape(steps_unused)}"
+        )
+    if np.prod(jnp.shape(z_e)[:-1], dtype=np.int64) == 0:
+        raise ValueError(f"{fn}: z_e {jnp.shape(z_e)} holds no vectors to re-seed dead codes from")
+
+
 def nearest_code(z_e: jax.Array, codebook: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Index and value of the closest codebook row (squared Euclidean distance) for each vector.
 
@@ -115,11 +163,7 @@ def nearest_code(z_e: jax.Array, codebook: jax.Array) -> tuple[jax.Array, jax.Ar
       rows ``codebook[indices]`` of shape ``[..., D]``. No gradient flows through the choice of
       index; ``codes`` is differentiable with respect to ``codebook``.
     """
-    if codebook.ndim != 2 or codebook.shape[-1] != z_e.shape[-1]:
-        raise ValueError(
-            f"codebook must be [K, D] with D = z_e.shape[-1] = {z_e.shape[-1]}, "
-            f"got shape {codebook.shape}"
-        )
+    _check_vectors("nearest_code", z_e, codebook)
     dtype = _float_dtype(jnp.result_type(z_e, codebook))
     flat = jax.lax.stop_gradient(_flatten(z_e)).astype(dtype)
     book = jax.lax.stop_gradient(codebook).astype(dtype)
@@ -140,11 +184,13 @@ def straight_through(z_e: jax.Array, codes: jax.Array) -> jax.Array:
     the gradient the decoder sends back is copied unchanged onto ``z_e`` (the quantiser is
     treated as the identity in the backward pass). Nothing reaches the codebook through it.
     """
+    _check_same_shape("straight_through", z_e, codes)
     return z_e + jax.lax.stop_gradient(codes - z_e)
 
 
 def quantize(z_e: jax.Array, codebook: jax.Array) -> Quantized:
     """Quantise ``z_e`` ``[..., D]`` against ``codebook`` ``[K, D]``; see ``Quantized``."""
+    _check_vectors("quantize", z_e, codebook)
     indices, codes = nearest_code(z_e, codebook)
     return Quantized(z_q=straight_through(z_e, codes), codes=codes, indices=indices)
 
@@ -180,6 +226,7 @@ def codebook_loss(z_e: jax.Array, codes: jax.Array, reduction: str = "mean") -> 
       A scalar (at least float32).
     """
     _check_reduction(reduction)
+    _check_same_shape("codebook_loss", z_e, codes)
     dtype = _float_dtype(jnp.result_type(z_e, codes))
     diff = jax.lax.stop_gradient(z_e).astype(dtype) - codes.astype(dtype)
     return _reduce(jnp.square(diff), reduction)
@@ -209,6 +256,7 @@ def commitment_loss(
       A scalar (at least float32).
     """
     _check_reduction(reduction)
+    _check_same_shape("commitment_loss", z_e, codes)
     dtype = _float_dtype(jnp.result_type(z_e, codes))
     diff = z_e.astype(dtype) - jax.lax.stop_gradient(codes).astype(dtype)
     return beta * _reduce(jnp.square(diff), reduction)
@@ -238,6 +286,7 @@ def ema_init(codebook: jax.Array) -> EmaCodebook:
     drags every code towards the origin in the first updates, which is one way codebooks
     collapse; see lucidrains/vector-quantize-pytorch issue #66.)
     """
+    _check_codebook("ema_init", codebook)
     dtype = _float_dtype(codebook.dtype)
     codebook = codebook.astype(dtype)
     return EmaCodebook(
@@ -284,6 +333,13 @@ def ema_update(
     Returns:
       The new state.
     """
+    _check_vectors("ema_update", z_e, ema.codebook, "ema.codebook")
+    _check_indices("ema_update", indices)
+    if jnp.shape(indices) != jnp.shape(z_e)[:-1]:
+        raise ValueError(
+            f"ema_update: indices must have shape z_e.shape[:-1] = {jnp.shape(z_e)[:-1]}, "
+            f"got indices {jnp.shape(indices)} for z_e {jnp.shape(z_e)}"
+        )
     num_codes = ema.codebook.shape[0]
     dtype = ema.embed_sum.dtype
     flat = jax.lax.stop_gradient(_flatten(z_e)).astype(dtype)
@@ -306,6 +362,8 @@ def code_counts(indices: jax.Array, num_codes: int) -> jax.Array:
 
     Summed over several batches (e.g. a whole evaluation pass) it gives ``fraction_used``.
     """
+    _check_indices("code_counts", indices)
+    _check_num_codes("code_counts", num_codes)
     return jnp.bincount(indices.reshape(-1), length=num_codes).astype(jnp.float32)
 
 
@@ -318,6 +376,8 @@ def perplexity(indices: jax.Array, num_codes: int) -> jax.Array:
     codebook. To know how much of the codebook is used, sum ``code_counts`` over an evaluation
     pass and take ``fraction_used`` of the total.
     """
+    _check_indices("perplexity", indices)
+    _check_num_codes("perplexity", num_codes)
     counts = code_counts(indices, num_codes)
     probs = counts / jnp.maximum(jnp.sum(counts), 1.0)
     entropy = jnp.sum(entr(probs))
@@ -338,6 +398,11 @@ def update_unused(steps_unused: jax.Array, indices: jax.Array) -> jax.Array:
     Returns:
       ``[K]`` int32: 0 for the codes used in this batch, the old counter plus 1 for the others.
     """
+    if jnp.ndim(steps_unused) != 1:
+        raise ValueError(
+            f"update_unused: steps_unused must be [K], got shape {jnp.shape(steps_unused)}"
+        )
+    _check_indices("update_unused", indices)
     used = code_counts(indices, steps_unused.shape[0]) > 0
     return jnp.where(used, 0, steps_unused + 1).astype(jnp.int32)
 
@@ -382,6 +447,7 @@ def restart_dead_codes(
     Returns:
       ``(codebook, steps_unused)``.
     """
+    _check_restart("restart_dead_codes", codebook, steps_unused, z_e)
     if _never_restart(max_unused):
         return codebook, steps_unused
     dead, draws = _dead_and_draws(steps_unused, z_e, rng, max_unused)
@@ -402,6 +468,7 @@ def restart_dead_codes_ema(
     ``embed_sum`` equal to that vector, the same self-consistent start as ``ema_init``; the
     other codes' state is unchanged.
     """
+    _check_restart("restart_dead_codes_ema", ema.codebook, steps_unused, z_e, "ema.codebook")
     if _never_restart(max_unused):
         return ema, steps_unused
     dead, draws = _dead_and_draws(steps_unused, z_e, rng, max_unused)

@@ -54,9 +54,25 @@ def load_config(path, arg=None):
     return config_module(path).get_config(arg)
 
 
+# CI sets JAXGEN_REQUIRE_DATA=1 (.ci/run): there the real MNIST and Fashion-MNIST files must be
+# read, and a test that would fall back to procedural data fails instead.
+REQUIRE_DATA = os.environ.get("JAXGEN_REQUIRE_DATA") == "1"
+
+
+def require_data(path) -> bool:
+    """Whether ``path`` exists; under ``JAXGEN_REQUIRE_DATA=1`` a missing one fails the test."""
+    if not os.path.exists(path) and REQUIRE_DATA:
+        pytest.fail(f"{path} is missing but JAXGEN_REQUIRE_DATA=1: real data must be used here")
+    return os.path.exists(path)
+
+
 def offline_data(config):
-    """Point a config at procedural data when its real data is not on this machine."""
-    if config.data.source in ("idx", "npz", "image_folder", "tfds") and not os.path.exists(
+    """Point a config at procedural data when its real data is not on this machine (an error
+    under ``JAXGEN_REQUIRE_DATA=1`` for MNIST and Fashion-MNIST; CIFAR-10 through TFDS is not
+    on these machines, so its configs always fall back)."""
+    if config.data.source == "tfds" and not os.path.exists(config.data.path):
+        config.data.source = "shapes"
+    elif config.data.source in ("idx", "npz", "image_folder") and not require_data(
         config.data.path
     ):
         config.data.source = "shapes"

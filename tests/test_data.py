@@ -6,7 +6,7 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import ROOT, load_config
+from conftest import REQUIRE_DATA, ROOT, load_config, require_data
 from PIL import Image
 
 from jaxgen.data import DataError, batch_indices, eval_batches, load_splits, train_batch
@@ -145,8 +145,11 @@ def test_train_batches_carry_indices_and_eval_batches_cover_the_split(tmp_path):
     np.testing.assert_array_equal(np.concatenate([b["index"] for b in evals]), np.arange(8))
 
 
-@pytest.mark.skipif(not os.path.exists(FASHION), reason="dataset-fashion-mnist not installed")
+@pytest.mark.skipif(
+    not REQUIRE_DATA and not os.path.exists(FASHION), reason="dataset-fashion-mnist not installed"
+)
 def test_real_fashion_mnist():
+    require_data(FASHION)
     config = load_config(ROOT / "configs" / "vae.py", "fashion_mnist")
     train, test = load_splits(config.data)
     assert (train.num_examples, test.num_examples) == (60_000, 10_000)
@@ -155,8 +158,11 @@ def test_real_fashion_mnist():
     assert batch["image"].shape == (1000, 28, 28, 1) and batch["image"].max() > 200
 
 
-@pytest.mark.skipif(not MNIST_NPZ.exists(), reason="../shared/data/mnist.npz not present")
+@pytest.mark.skipif(
+    not REQUIRE_DATA and not MNIST_NPZ.exists(), reason="../shared/data/mnist.npz not present"
+)
 def test_real_mnist_npz():
+    require_data(MNIST_NPZ)
     config = load_config(ROOT / "configs" / "vae.py", "mnist")
     train, test = load_splits(config.data)
     assert (train.num_examples, test.num_examples) == (60_000, 10_000)

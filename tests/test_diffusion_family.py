@@ -210,6 +210,24 @@ def test_cfg_at_w_1_is_the_conditional_sampler_and_w_0_the_unconditional(conditi
     assert np.abs(w3 - plain).max() > 1e-3 and np.abs(away - w3).max() > 1e-3
 
 
+def test_cfg_with_a_traced_scale_of_1_is_the_conditional_model_on_the_real_unet(conditional):
+    """The scale as an argument of the compiled sampler (one program for every scale): at
+    w = 1 the batched cond/uncond call must give the conditional model's samples."""
+    config, state = conditional
+    key = jax.random.PRNGKey(0)
+    guided = jax.jit(
+        lambda s, w: (
+            diffusion.sample(
+                config, s, key, 6, solver="dpm_solver++", steps=3, label=1, guidance="cfg", scale=w
+            ).images
+        )
+    )
+    plain = diffusion.sample(config, state, key, 6, solver="dpm_solver++", steps=3, label=1)
+    w1 = np.asarray(guided(state, jnp.float32(1.0)))
+    np.testing.assert_allclose(w1, np.asarray(plain.images), atol=1e-4)  # rounding only
+    assert np.abs(np.asarray(guided(state, jnp.float32(3.0))) - w1).max() > 1e-3
+
+
 def test_guidance_the_model_cannot_serve_is_refused(trained, conditional):
     from jaxgen.families import classifier
 

@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import re
 import shutil
 
 import jax
@@ -71,16 +72,19 @@ def test_stopped_and_resumed_equals_uninterrupted_bit_for_bit(tiny_vae_config, t
 
 
 def test_a_corrupt_checkpoint_gives_a_clear_error(tiny_vae_config, tmp_path):
+    """Every kept step corrupt: one clear line (one corrupt step falls back to an earlier one:
+    tests/test_checkpoint.py)."""
     config = tiny_vae_config
     workdir = str(tmp_path / "run")
     loop.train_and_evaluate(config, workdir)
-    latest = os.path.join(workdir, "checkpoints", str(config.train.num_steps))
-    for root, _, files in os.walk(latest):
-        for name in files:
-            if "manifest" in name or name.endswith(".data") or "d" == root[-1:]:
-                with open(os.path.join(root, name), "wb") as f:
-                    f.write(b"garbage")
-    with pytest.raises(CheckpointError, match=f"checkpoint {latest} cannot be restored"):
+    ckdir = os.path.join(workdir, "checkpoints")
+    for step in Checkpointer(workdir).all_steps():
+        for root, _, files in os.walk(os.path.join(ckdir, str(step))):
+            for name in files:
+                if "manifest" in name or name.endswith(".data") or "d" == root[-1:]:
+                    with open(os.path.join(root, name), "wb") as f:
+                        f.write(b"garbage")
+    with pytest.raises(CheckpointError, match=rf"no usable checkpoint in {re.escape(ckdir)}"):
         loop.restore_for_inference(workdir)
 
 

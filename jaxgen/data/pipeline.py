@@ -16,6 +16,15 @@ import numpy as np
 from jaxgen.data.sources import Split
 
 
+def _check_processes(global_batch_size: int, process_index: int, process_count: int) -> None:
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} is not in 0..{process_count - 1}")
+    if global_batch_size % process_count:
+        raise ValueError(
+            f"global batch size {global_batch_size} is not divisible by {process_count} processes"
+        )
+
+
 @functools.lru_cache(maxsize=4)
 def _epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_examples)
@@ -30,10 +39,7 @@ def batch_indices(
     process_count: int = 1,
 ) -> np.ndarray:
     """Example indices of this process's share of global batch ``step``."""
-    if global_batch_size % process_count:
-        raise ValueError(
-            f"global batch size {global_batch_size} is not divisible by {process_count} processes"
-        )
+    _check_processes(global_batch_size, process_index, process_count)
     local = global_batch_size // process_count
     start = step * global_batch_size + process_index * local
     positions = np.arange(start, start + local, dtype=np.int64)
@@ -88,11 +94,14 @@ def step_batch(
 def eval_batches(
     split: Split, global_batch_size: int, num_examples: int = 0, process_index=0, process_count=1
 ):
-    """Sequential, unshuffled batches over the first ``num_examples`` (0: all) examples.
+    """This process's rows of sequential, unshuffled global batches over the first
+    ``num_examples`` (0: all) examples: process ``p`` of ``P`` takes rows
+    ``[p * B / P, (p + 1) * B / P)`` of each, as in training.
 
     The count is rounded down to a whole number of global batches so every batch has the same
-    shape (one compiled eval step); ``eval_batches.count`` tells how many examples that keeps.
+    shape (one compiled eval step); ``num_eval_examples`` tells how many examples that keeps.
     """
+    _check_processes(global_batch_size, process_index, process_count)
     total = split.num_examples if num_examples <= 0 else min(num_examples, split.num_examples)
     local = global_batch_size // process_count
     for b in range(total // global_batch_size):

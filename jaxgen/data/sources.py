@@ -40,16 +40,25 @@ class Split:
     num_examples: int
     image_shape: tuple[int, int, int]
     get: Callable[[np.ndarray], dict[str, np.ndarray]]
+    max_label: int | None = None  # the largest label, where known without reading everything
 
     @classmethod
-    def from_arrays(cls, images: np.ndarray, labels: np.ndarray) -> Split:
+    def from_arrays(cls, images: np.ndarray, labels: np.ndarray, where: str = "") -> Split:
         images = np.ascontiguousarray(images)
         labels = np.asarray(labels, np.int32)
+        if len(labels) != len(images):
+            raise DataError(f"{where}: {len(images)} images but {len(labels)} labels")
+        if len(labels) and labels.min() < 0:
+            raise DataError(
+                f"{where}: {int(np.sum(labels < 0))} labels are negative (e.g. "
+                f"{int(labels.min())}); labels must be class indices 0, 1, ..."
+            )
 
         def get(indices):
             return {"image": images[indices], "label": labels[indices]}
 
-        return cls(len(images), tuple(images.shape[1:]), get)
+        top = int(labels.max()) if len(labels) else None
+        return cls(len(images), tuple(images.shape[1:]), get, top)
 
 
 def _as_nhwc_uint8(images: np.ndarray, where: str) -> np.ndarray:
@@ -62,6 +71,10 @@ def _as_nhwc_uint8(images: np.ndarray, where: str) -> np.ndarray:
             "with C in (1, 3)"
         )
     if images.dtype != np.uint8:
+        if np.issubdtype(images.dtype, np.floating) and not np.all(np.isfinite(images)):
+            raise DataError(
+                f"{where}: {int(np.sum(~np.isfinite(images)))} pixel values are NaN or infinite"
+            )
         if np.issubdtype(images.dtype, np.floating) and images.min() >= 0 and images.max() <= 1:
             images = np.round(images * 255)
         images = np.clip(images, 0, 255).astype(np.uint8)
@@ -120,7 +133,7 @@ def _load_idx(path: str, split: str) -> Split:
     labels = read_idx(_find_idx(path, f"{prefix}-labels-idx1-ubyte"))
     if len(images) != len(labels):
         raise DataError(f"{path}: {len(images)} {prefix} images but {len(labels)} labels")
-    return Split.from_arrays(_as_nhwc_uint8(images, path), labels)
+    return Split.from_arrays(_as_nhwc_uint8(images, path), labels, path)
 
 
 # ----------------------------------------------------------------------------------- npz
@@ -143,7 +156,7 @@ def _load_npz(path: str, split: str) -> Split:
         raise DataError(f"cannot read npz file {path}: {e}") from e
     if len(images) != len(labels):
         raise DataError(f"{path}: {len(images)} {split} images but {len(labels)} labels")
-    return Split.from_arrays(_as_nhwc_uint8(images, path), labels)
+    return Split.from_arrays(_as_nhwc_uint8(images, path), labels, path)
 
 
 # ----------------------------------------------------------------------------------- folders
@@ -184,7 +197,7 @@ def _load_image_folder(path: str, split: str, channels: int) -> Split:
             labels.append(label)
     if not images:
         raise DataError(f"image_folder source: no images ({', '.join(_IMAGE_EXTS)}) in {root!r}")
-    return Split.from_arrays(_as_nhwc_uint8(np.stack(images), root), np.array(labels))
+    return Split.from_arrays(_as_nhwc_uint8(np.stack(images), root), np.array(labels), root)
 
 
 # ----------------------------------------------------------------------------------- tfds

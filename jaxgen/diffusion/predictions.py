@@ -13,6 +13,36 @@ import jax.numpy as jnp
 PREDICTIONS = ("eps", "x0", "v")
 
 
+def _check_same_shape(fn: str, **arrays) -> None:
+    """Raise ``ValueError`` naming ``fn``, the arguments and their shapes unless all the
+    ``arrays`` have one shape. Static: reads shapes only, so it runs at trace time."""
+    (name0, a0), *rest = arrays.items()
+    for name, a in rest:
+        if jnp.shape(a) != jnp.shape(a0):
+            raise ValueError(
+                f"{fn}: {name0} and {name} must have the same shape, got {name0} "
+                f"{jnp.shape(a0)} and {name} {jnp.shape(a)}"
+            )
+
+
+def _check_per_example(fn: str, name: str, a, x_name: str, x) -> None:
+    """``a`` must be a scalar or one value per example of ``x: [B, ...]`` (``[B]``, or more
+    generally a leading part of ``x.shape``) so that it broadcasts over the remaining axes."""
+    a_shape, x_shape = jnp.shape(a), jnp.shape(x)
+    if a_shape != x_shape[: len(a_shape)] or len(a_shape) > len(x_shape):
+        batch = f"[{x_shape[0]}]" if x_shape else "()"
+        raise ValueError(
+            f"{fn}: {name} must be a scalar or {batch} (one per example of {x_name} "
+            f"{x_shape}), got {name} {a_shape}"
+        )
+
+
+def _check_conversion(fn: str, prediction, x, alpha, sigma) -> None:
+    _check_same_shape(fn, prediction=prediction, x=x)
+    _check_per_example(fn, "alpha", alpha, "x", x)
+    _check_per_example(fn, "sigma", sigma, "x", x)
+
+
 def _bcast(a, x):
     """Per-example (or scalar) ``a`` shaped to broadcast against ``x: [B, ...]``."""
     a = jnp.asarray(a, jnp.float32)
@@ -20,6 +50,7 @@ def _bcast(a, x):
 
 
 def to_eps(prediction, x, alpha, sigma, kind: str) -> jax.Array:
+    _check_conversion("to_eps", prediction, x, alpha, sigma)
     p, x = prediction.astype(jnp.float32), x.astype(jnp.float32)
     alpha, sigma = _bcast(alpha, x), _bcast(sigma, x)
     if kind == "eps":
@@ -32,6 +63,7 @@ def to_eps(prediction, x, alpha, sigma, kind: str) -> jax.Array:
 
 
 def to_x0(prediction, x, alpha, sigma, kind: str) -> jax.Array:
+    _check_conversion("to_x0", prediction, x, alpha, sigma)
     p, x = prediction.astype(jnp.float32), x.astype(jnp.float32)
     alpha, sigma = _bcast(alpha, x), _bcast(sigma, x)
     if kind == "eps":
@@ -44,6 +76,7 @@ def to_x0(prediction, x, alpha, sigma, kind: str) -> jax.Array:
 
 
 def to_v(prediction, x, alpha, sigma, kind: str) -> jax.Array:
+    _check_conversion("to_v", prediction, x, alpha, sigma)
     eps = to_eps(prediction, x, alpha, sigma, kind)
     x0 = to_x0(prediction, x, alpha, sigma, kind)
     return _bcast(alpha, x) * eps - _bcast(sigma, x) * x0
@@ -53,6 +86,8 @@ def dynamic_threshold(x0: jax.Array, ratio: float = 0.995, max_value: float = 1.
     """Imagen's dynamic thresholding, per sample: ``s`` is the ``ratio`` quantile of ``|x0|``
     (``jnp.quantile``, q in [0, 1]), clamped to ``[1, max_value]``; returns
     ``clip(x0, -s, s) / s``. In float32."""
+    if jnp.ndim(x0) < 1:
+        raise ValueError(f"dynamic_threshold: x0 must be [B, ...], got shape {jnp.shape(x0)}")
     x0 = x0.astype(jnp.float32)
     flat = jnp.abs(x0.reshape(x0.shape[0], -1))
     s = jnp.clip(jnp.quantile(flat, ratio, axis=1), 1.0, max_value)

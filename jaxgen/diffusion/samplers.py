@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxgen.diffusion.predictions import PREDICTIONS, dynamic_threshold, to_eps, to_x0
 from jaxgen.diffusion.schedules import Schedule
@@ -42,6 +43,8 @@ def timesteps(
     schedule: Schedule, steps: int, spacing: str = "time_uniform", t_start=None, t_end=None
 ) -> jax.Array:
     """``steps + 1`` times from ``t_start`` down to ``t_end`` (float32)."""
+    if not isinstance(steps, int | np.integer) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"timesteps: steps={steps!r} must be an integer >= 1")
     t_start = schedule.t_max if t_start is None else t_start
     t_end = schedule.t_min if t_end is None else t_end
     if spacing == "time_uniform":
@@ -92,6 +95,11 @@ class _Model:
         """``(eps, x0)`` predicted at ``(x, t)``: one model call."""
         batch_t = jnp.full((x.shape[0],), t, jnp.float32)
         out = self.fn(x, batch_t)
+        if jnp.shape(out) != x.shape:
+            raise ValueError(
+                f"sample: model_fn(x, t) must return the shape of x {x.shape}, got "
+                f"{jnp.shape(out)} (for t of shape {batch_t.shape})"
+            )
         alpha, sigma = self.schedule.alpha(t), self.schedule.sigma(t)
         x0 = to_x0(out, x, alpha, sigma, self.prediction)
         if self.thresholding:
@@ -309,6 +317,8 @@ def sample(
     Returns float32 ``x`` with the shape of ``x_T``.
     """
     check_sampler_options(solver=solver, method=method, order=order, steps=steps, eta=eta)
+    if jnp.ndim(x_T) < 1:
+        raise ValueError(f"sample: x_T must be [B, ...], got shape {jnp.shape(x_T)}")
     stochastic = solver == "ddpm" or (solver == "ddim" and eta > 0)
     if stochastic and rng is None:
         raise ValueError(f"solver={solver!r} (eta={eta}) is stochastic: pass rng=")

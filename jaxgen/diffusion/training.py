@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxgen.diffusion.predictions import PREDICTIONS
+from jaxgen.diffusion.predictions import PREDICTIONS, _check_per_example, _check_same_shape
 from jaxgen.diffusion.schedules import Schedule
 
 
@@ -29,6 +30,8 @@ def _bcast(a: jax.Array, x: jax.Array) -> jax.Array:
 
 def add_noise(schedule: Schedule, x0: jax.Array, t, noise: jax.Array) -> jax.Array:
     """``x_t = alpha(t) x0 + sigma(t) noise`` with ``t`` a scalar or ``[B]``."""
+    _check_same_shape("add_noise", x0=x0, noise=noise)
+    _check_per_example("add_noise", "t", t, "x0", x0)
     alpha, sigma = schedule.alpha(t), schedule.sigma(t)
     return _bcast(alpha, x0) * x0 + _bcast(sigma, x0) * noise
 
@@ -36,6 +39,8 @@ def add_noise(schedule: Schedule, x0: jax.Array, t, noise: jax.Array) -> jax.Arr
 def sample_training_times(schedule: Schedule, rng: jax.Array, num: int) -> jax.Array:
     """Training times ``[num]`` (float32): for a discrete schedule, steps ``n`` uniform in
     ``0..N-1`` at ``t = (n + 1) / N``; for a continuous one, uniform in ``[t_min, t_max]``."""
+    if not isinstance(num, int | np.integer) or isinstance(num, bool) or num < 0:
+        raise ValueError(f"sample_training_times: num must be an integer >= 0, got {num!r}")
     if schedule.continuous:
         return jax.random.uniform(rng, (num,), jnp.float32, schedule.t_min, schedule.t_max)
     n = jax.random.randint(rng, (num,), 0, schedule.num_steps)
@@ -46,13 +51,16 @@ def prediction_target(prediction: str, x0: jax.Array, noise: jax.Array, alpha, s
     """What a model of type ``prediction`` should output for ``x_t = alpha x0 + sigma noise``:
     ``noise`` (``eps``), ``x0`` (``x0``) or ``alpha noise - sigma x0`` (``v``). ``alpha`` and
     ``sigma`` are ``schedule.alpha(t)``, ``schedule.sigma(t)`` (scalars or ``[B]``)."""
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction={prediction!r} is not one of {PREDICTIONS}")
+    _check_same_shape("prediction_target", x0=x0, noise=noise)
+    _check_per_example("prediction_target", "alpha", alpha, "x0", x0)
+    _check_per_example("prediction_target", "sigma", sigma, "x0", x0)
     if prediction == "eps":
         return noise
     if prediction == "x0":
         return x0
-    if prediction == "v":
-        return _bcast(alpha, x0) * noise - _bcast(sigma, x0) * x0
-    raise ValueError(f"prediction={prediction!r} is not one of {PREDICTIONS}")
+    return _bcast(alpha, x0) * noise - _bcast(sigma, x0) * x0  # "v"
 
 
 def denoising_loss(
@@ -60,6 +68,11 @@ def denoising_loss(
 ) -> tuple[jax.Array, jax.Array]:
     """The simple loss: ``(mean, per_example [B])`` of the squared error between ``model_out``
     and ``prediction_target(...)``, each example's error averaged over its pixels."""
+    _check_same_shape("denoising_loss", model_out=model_out, x0=x0, noise=noise)
+    _check_per_example("denoising_loss", "alpha", alpha, "x0", x0)
+    _check_per_example("denoising_loss", "sigma", sigma, "x0", x0)
+    if jnp.ndim(x0) < 1:
+        raise ValueError(f"denoising_loss: x0 must be [B, ...], got shape {jnp.shape(x0)}")
     err = jnp.square(model_out - prediction_target(prediction, x0, noise, alpha, sigma))
     per_example = err.reshape(err.shape[0], -1).mean(axis=1)
     return per_example.mean(), per_example

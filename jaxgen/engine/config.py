@@ -6,6 +6,7 @@ Config files (``configs/*.py``) start from ``base_config()`` and add their famil
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -15,6 +16,8 @@ from jaxgen.data.sources import SOURCES
 from jaxgen.engine import evals
 from jaxgen.errors import ConfigError
 from jaxgen.families import get_family
+
+FSDP_MIN_SIZE = 2**16  # default mesh.fsdp_min_size: smaller arrays stay replicated
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -53,6 +56,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 1_000
     c.train.keep_checkpoints = 3
     c.train.progress = True
+    # A NaN or Inf train metric (loss, gradient norm): "stop" the run (the newest finite
+    # checkpoint stays the latest) or "skip" that update and count it.
+    c.train.nonfinite = "stop"
+    c.train.prefetch = 2  # batches assembled ahead on a background thread; 0: none
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 200  # divides 10,000 test images and 1, 2, 4 or 8 devices
@@ -63,8 +70,63 @@ def base_config() -> ml_collections.ConfigDict:
     c.evals = ml_collections.ConfigDict({"held_out": {"type": "held_out"}})
 
     c.mesh = ml_collections.ConfigDict()
-    c.mesh.data = -1  # devices on the data axis; -1: all (the only layout so far)
+    c.mesh.data = -1  # devices on the data axis; -1: all the fsdp axis leaves
+    # Devices that share one copy of the train state: each array of at least fsdp_min_size
+    # elements is split over them (FSDP); 1: the state is replicated on every device.
+    c.mesh.fsdp = 1
+    c.mesh.fsdp_min_size = FSDP_MIN_SIZE
     return c
+
+
+NONFINITE = ("stop", "skip")
+
+# Keys a resumed run may change without --allow_config_change: how long it runs, how often it
+# logs, evaluates, samples and saves, and how it evaluates; nothing that changes the model, the
+# data or the optimisation.
+RESUMABLE = (
+    "train.num_steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.sample_every",
+    "train.sample_num",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.progress",
+    "train.prefetch",
+    "eval.",
+    "evals.",
+    "distributed",
+    # The layout of the state over devices, not the model: a checkpoint restores into any.
+    "mesh.fsdp",
+    "mesh.fsdp_min_size",
+)
+
+
+def _flatten(tree, prefix="") -> dict:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def differences(stored, new) -> list[str]:
+    """``key: stored -> new`` for every value that differs between two configs."""
+    old = _flatten(json.loads(stored.to_json()))
+    cur = _flatten(json.loads(new.to_json()))
+    out = []
+    for key in sorted(set(old) | set(cur)):
+        if old.get(key, "<absent>") != cur.get(key, "<absent>"):
+            out.append(f"{key}: {old.get(key, '<absent>')!r} -> {cur.get(key, '<absent>')!r}")
+    return out
+
+
+def resumable(diff_line: str) -> bool:
+    key = diff_line.split(":", 1)[0]
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE)
 
 
 def _positive(c, key):
@@ -81,9 +143,26 @@ def _non_negative(c, key):
         raise ConfigError(f"{key}={value!r} must be an integer >= 0")
 
 
-def validate(config, num_devices: int, process_count: int = 1, need_data: bool = True) -> None:
-    """Check a config before anything is compiled; raise ConfigError naming the bad value."""
+def validate(
+    config,
+    num_devices: int,
+    process_count: int = 1,
+    need_data: bool = True,
+    fsdp: int | None = None,
+) -> None:
+    """Check a config before anything is compiled; raise ConfigError naming the bad value.
+
+    ``fsdp``: the ``fsdp`` size the mesh will have, when it differs from ``mesh.fsdp``
+    (inference on fewer devices); by default ``mesh.fsdp``."""
     family = get_family(config.family)  # raises on an unknown family
+    if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
+        raise ConfigError(f"seed={config.seed!r} must be an integer >= 0")
+    train = config.train
+    if train.get("nonfinite", "stop") not in NONFINITE:
+        raise ConfigError(f"train.nonfinite={train.nonfinite!r} is not one of {NONFINITE}")
+    prefetch = train.get("prefetch", 0)
+    if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
+        raise ConfigError(f"train.prefetch={prefetch!r} must be an integer >= 0")
     for key in (
         "train.batch_size",
         "train.num_steps",
@@ -101,20 +180,33 @@ def validate(config, num_devices: int, process_count: int = 1, need_data: bool =
         "eval.final_num_examples",
     ):
         _non_negative(config, key)
-    if config.mesh.data not in (-1, num_devices):
+    wanted = config.mesh.get("fsdp", 1)
+    if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted < 1:
+        raise ConfigError(f"mesh.fsdp={wanted!r} must be a positive integer (1: no sharding)")
+    fsdp = wanted if fsdp is None else fsdp
+    if num_devices % fsdp:
+        divisors = [d for d in range(1, num_devices + 1) if num_devices % d == 0]
         raise ConfigError(
-            f"mesh.data={config.mesh.data!r} must be -1 (all devices) or the device count, "
-            f"{num_devices}; the data axis spans every device"
+            f"mesh.fsdp={fsdp} does not divide the {num_devices} devices; use one of {divisors}"
         )
-    data_devices = num_devices
+    min_size = config.mesh.get("fsdp_min_size", FSDP_MIN_SIZE)
+    if not isinstance(min_size, int) or isinstance(min_size, bool) or min_size < 0:
+        raise ConfigError(f"mesh.fsdp_min_size={min_size!r} must be an integer >= 0")
+    data_devices = num_devices // fsdp
+    if config.mesh.data not in (-1, data_devices):
+        what = "the device count" if fsdp == 1 else f"the device count over mesh.fsdp={fsdp}"
+        raise ConfigError(
+            f"mesh.data={config.mesh.data!r} must be -1 (all devices) or {what}, "
+            f"{data_devices}; the data and fsdp axes span every device"
+        )
     for key in ("train.batch_size", "eval.batch_size"):
         section, name = key.split(".")
         value = config[section][name]
-        multiple = math.lcm(data_devices, process_count)
+        multiple = math.lcm(num_devices, process_count)
         if value % multiple:
             raise ConfigError(
-                f"{key}={value} is not divisible by the {data_devices} devices on the data axis"
-                f" ({process_count} processes); use a multiple of {multiple}"
+                f"{key}={value} is not divisible by the {num_devices} devices the batch is "
+                f"split over ({process_count} processes); use a multiple of {multiple}"
             )
     shape = tuple(config.data.image_shape)
     if len(shape) != 3 or any(not isinstance(s, int) or s < 1 for s in shape):

@@ -15,7 +15,6 @@ metrics.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 
 import jax
@@ -23,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen.data import eval_batches, num_eval_examples
-from jaxgen.engine.mesh import batch_sharding, global_batch, replicated
+from jaxgen.engine import signals
+from jaxgen.engine.mesh import batch_sharding, gather_params, global_batch, replicated
 from jaxgen.errors import ConfigError
 
 _TYPES: dict[str, Callable] = {}
@@ -107,8 +107,9 @@ def reduce_metrics(totals: dict, count: int, reductions) -> dict[str, float]:
 
 
 def compile_eval_step(setup):
+    family, config, mesh = setup.family, setup.config, setup.mesh
     return jax.jit(
-        functools.partial(setup.family.eval_step, setup.config),
+        lambda state, batch: family.eval_step(config, gather_params(state, mesh), batch),
         in_shardings=(setup.state_sharding, batch_sharding(setup.mesh)),
         out_shardings=replicated(setup.mesh),
     )
@@ -122,6 +123,7 @@ def run_held_out(setup, eval_fn, state, split, num_examples: int) -> dict[str, f
     )
     totals, count = None, 0
     for batch in batches:
+        signals.check()  # SIGTERM or Ctrl-C: stop between batches
         metrics = eval_fn(state, global_batch(batch, setup.mesh))
         totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)
         count += 1
@@ -135,12 +137,32 @@ def run_held_out(setup, eval_fn, state, split, num_examples: int) -> dict[str, f
     return out
 
 
+def check_held_out(cfg, test_split) -> None:
+    """Raise ConfigError, before training, unless both held-out evals cover a whole batch."""
+    size = test_split.num_examples
+    if cfg.eval.batch_size > size:
+        raise ConfigError(
+            f"eval.batch_size={cfg.eval.batch_size} is larger than the test split "
+            f"({size} examples); use at most {size}, a multiple of the device count"
+        )
+    keys = ("num_examples", "final_num_examples") if cfg.train.eval_every else ()
+    for key in keys or ("final_num_examples",):
+        n = cfg.eval[key]
+        if n and num_eval_examples(test_split, cfg.eval.batch_size, n) == 0:
+            raise ConfigError(
+                f"eval.{key}={n} is fewer than one eval batch (eval.batch_size="
+                f"{cfg.eval.batch_size}); use 0 (the whole test split) or at least "
+                f"{cfg.eval.batch_size}"
+            )
+
+
 @register("held_out")
 def held_out(setup, settings, test_split) -> Evaluator | None:
     del settings  # held-out settings live in the ``eval`` section
     if not setup.caps.held_out:
         return None
     cfg = setup.config
+    check_held_out(cfg, test_split)
     eval_fn = compile_eval_step(setup)
 
     def run(state, final: bool):

@@ -1,7 +1,8 @@
-"""Image grids as PNG files."""
+"""Image grids as PNG files, and atomic writes of sample files."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -11,19 +12,50 @@ from PIL import Image
 
 def make_grid(images: np.ndarray, ncol: int | None = None, pad: int = 2) -> np.ndarray:
     """``[N, H, W, C]`` in ``[0, 1]`` -> one ``uint8`` image, ``ncol`` per row (default: square)."""
-    images = np.asarray(images, np.float32)
+    images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ValueError(f"images have shape {images.shape}; expected [N, H, W, C], C in (1, 3)")
     n, h, w, c = images.shape
     ncol = ncol or math.ceil(math.sqrt(n))
     nrow = math.ceil(n / ncol)
-    grid = np.ones((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), np.float32)
+    # uint8 from the start (the padding is white): a quarter of a float32 grid's memory.
+    grid = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), 255, np.uint8)
     for i, im in enumerate(images):
         r, q = divmod(i, ncol)
         y, x = pad + r * (h + pad), pad + q * (w + pad)
-        grid[y : y + h, x : x + w] = im
-    grid = np.round(np.clip(grid, 0, 1) * 255).astype(np.uint8)
+        grid[y : y + h, x : x + w] = np.round(np.clip(im.astype(np.float32), 0, 1) * 255)
     return grid[..., 0] if c == 1 else grid
+
+
+def unwritable_reason(path: str) -> str | None:
+    """Why a file cannot be written at ``path`` (it is a folder, a folder on its way is a file,
+    the folder it would go in is not writable), or ``None``. Creates nothing."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return "is a folder, not a file path"
+    folder = os.path.dirname(path)
+    while not os.path.exists(folder):  # the nearest folder that exists is where mkdir starts
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        return f"cannot be created: {folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot be created: {folder} is not writable"
+    return None
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str):
+    """A temporary path beside ``path`` (``path + '.tmp' + suffix``) to write to: renamed onto
+    ``path`` when the block ends, removed if the block or the rename fails. Creates the folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp" + suffix
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def save_grid(images: np.ndarray, path: str, ncol: int | None = None, scale: int = 2) -> str:
@@ -32,8 +64,6 @@ def save_grid(images: np.ndarray, path: str, ncol: int | None = None, scale: int
     im = Image.fromarray(grid)
     if scale > 1:
         im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    im.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, ".png") as tmp:
+        im.save(tmp)
     return path

@@ -1,17 +1,25 @@
 """The training loop: build the mesh, initialise or restore state into its sharding, then jit the
 family's step once and run it, with logging, evaluation, sample grids and checkpoints.
 
-Preemption: SIGTERM or Ctrl-C (SIGINT) sets a flag; the loop finishes the step it is in,
-writes a checkpoint and returns. Starting again with the same workdir resumes from it, and
-because batch ``k`` and the RNG of step ``k`` are pure functions of ``(seed, k)`` the resumed
-run is identical to one that never stopped.
+Preemption: SIGTERM or Ctrl-C (SIGINT) sets a flag (``signals``); the loop finishes the step it
+is in, writes a checkpoint and returns; during start-up or an evaluation it stops there. Starting
+again with the same workdir resumes from the checkpoint, and because batch ``k`` and the RNG of
+step ``k`` are pure functions of ``(seed, k)`` the resumed run is identical to one that never
+stopped.
+
+Good work is never lost to a bad step: every step reports whether its metrics are finite; a
+NaN or Inf stops the run (or skips that update, ``train.nonfinite='skip'``), and a state that
+is not finite is never saved, so the newest finite checkpoint stays the latest. One process at a
+time trains in a workdir (a lock file), and a resumed run must have the stored config.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
-import signal
+import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -25,17 +33,21 @@ from tqdm import tqdm
 from jaxgen.data import load_splits, step_batch
 from jaxgen.engine import checkpoint as ckpt_lib
 from jaxgen.engine import evals as evals_lib
-from jaxgen.engine import first_stage
-from jaxgen.engine.config import validate
+from jaxgen.engine import first_stage, signals
+from jaxgen.engine import workdir as workdir_lib
+from jaxgen.engine.config import FSDP_MIN_SIZE, differences, resumable, validate
 from jaxgen.engine.images import save_grid
 from jaxgen.engine.mesh import (
     batch_sharding,
+    gather_params,
     global_batch,
     make_mesh,
     maybe_initialize_distributed,
     replicated,
+    state_shardings,
 )
 from jaxgen.engine.metrics import MetricsWriter
+from jaxgen.errors import ConfigError, TrainingError
 from jaxgen.families import Capabilities, Family, get_family
 
 # Kept importable from here: tests and benchmarks call them by these names.
@@ -81,17 +93,27 @@ class Setup:
         return ckpt_lib.abstract_like(self.abstract_state, self.state_sharding)
 
 
-def make_setup(config, devices=None, need_data: bool = True) -> Setup:
+def make_setup(config, devices=None, need_data: bool = True, fit_fsdp: bool | None = None) -> Setup:
+    """The family, the ``(data, fsdp)`` mesh over ``devices`` (default: all) and the state's
+    shardings: arrays of at least ``mesh.fsdp_min_size`` elements split over ``mesh.fsdp``
+    devices, the rest replicated. ``fit_fsdp`` (default: ``not need_data``, inference) lets a
+    restored run use fewer devices than it trained on: the state is then split over as many
+    as divide the count instead of failing on ``mesh.fsdp``."""
     maybe_initialize_distributed(config)
-    mesh = make_mesh(devices)
+    devices = list(jax.devices() if devices is None else devices)
     family = get_family(config.family)
     caps = family.capabilities(config)
     family.check(caps)
     if caps.first_stage:
         first_stage.resolve(config)
-    validate(config, mesh.devices.size, jax.process_count(), need_data=need_data)
+    fsdp = config.mesh.get("fsdp", 1)
+    fit = (not need_data) if fit_fsdp is None else fit_fsdp
+    if fit and isinstance(fsdp, int) and not isinstance(fsdp, bool) and fsdp > 1:
+        fsdp = math.gcd(fsdp, len(devices))  # the layout is not part of the model
+    validate(config, len(devices), jax.process_count(), need_data=need_data, fsdp=fsdp)
     if caps.first_stage:
         first_stage.check(config)
+    mesh = make_mesh(devices, fsdp=fsdp)
     rows = mesh.devices.size
     example = example_batch(config, rows, caps.batches_per_step)
     abstract = jax.eval_shape(
@@ -99,18 +121,24 @@ def make_setup(config, devices=None, need_data: bool = True) -> Setup:
         jax.ShapeDtypeStruct((2,), jnp.uint32),
         {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in example.items()},
     )
-    state_sharding = jax.tree.map(lambda _: replicated(mesh), abstract)
+    min_size = config.mesh.get("fsdp_min_size", FSDP_MIN_SIZE)
+    state_sharding = state_shardings(abstract, mesh, min_size)
     return Setup(config, family, caps, mesh, abstract, state_sharding)
 
 
-def compile_train_step(setup: Setup):
-    """The family's ``train_step`` jitted once: state replicated and donated, batch split
-    along its batch axis over ``data``."""
+def _batch_shardings(setup: Setup) -> dict:
     k = setup.caps.batches_per_step
-    batch_sh = {key: batch_sharding(setup.mesh, k) for key in ("image", "label", "index")}
+    return {key: batch_sharding(setup.mesh, k) for key in ("image", "label", "index")}
+
+
+def compile_train_step(setup: Setup):
+    """The family's ``train_step`` jitted once: state in its shardings (replicated, or large
+    arrays split over ``fsdp``) and donated, batch split along its batch axis over every
+    device (``data`` x ``fsdp``)."""
+    family, config, mesh = setup.family, setup.config, setup.mesh
     return jax.jit(
-        functools.partial(setup.family.train_step, setup.config),
-        in_shardings=(setup.state_sharding, batch_sh),
+        lambda state, batch: family.train_step(config, gather_params(state, mesh), batch),
+        in_shardings=(setup.state_sharding, _batch_shardings(setup)),
         out_shardings=(setup.state_sharding, replicated(setup.mesh)),
         donate_argnums=0,
     )
@@ -125,25 +153,95 @@ def train_batch_for_step(setup: Setup, split, step: int) -> dict:
     return global_batch(local, setup.mesh, k)
 
 
-class _StopFlag:
-    """Set by SIGTERM / SIGINT while training; the loop checks it after every step."""
+def check_labels(setup: Setup, *splits) -> None:
+    """Labels a family trains on must be classes of its model (checked before training)."""
+    k = setup.caps.label_classes
+    for split in splits:
+        if k and split.max_label is not None and split.max_label >= k:
+            raise ConfigError(
+                f"the data's labels go up to {split.max_label} but the model has {k} classes "
+                f"(model.num_classes={k}); give data with labels 0..{k - 1} or more classes"
+            )
 
-    def __init__(self):
-        self.requested = False
-        self._old = {}
 
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
+def _guarded_step(setup: Setup):
+    """The family's step, plus one flag per metric saying whether it is finite. With
+    ``train.nonfinite = 'skip'`` a step whose metrics are not all finite keeps the old state
+    (its step count still advances, so the next step sees the next batch)."""
+    skip = setup.config.train.get("nonfinite", "stop") == "skip"
+    family, config = setup.family, setup.config
 
-    def _handle(self, signum, frame):
-        self.requested = True
+    def step(state, batch):
+        new, metrics = family.train_step(config, gather_params(state, setup.mesh), batch)
+        finite = jnp.stack([jnp.all(jnp.isfinite(metrics[k])) for k in sorted(metrics)])
+        if skip:
+            ok = jnp.all(finite)
+            kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
+            new = kept.replace(step=new.step)
+        return new, metrics, finite
 
-    def __exit__(self, *exc):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
+    rep = replicated(setup.mesh)
+    return jax.jit(
+        step,
+        in_shardings=(setup.state_sharding, _batch_shardings(setup)),
+        out_shardings=(setup.state_sharding, rep, rep),
+        donate_argnums=0,
+    )
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(x.dtype, jnp.floating)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+class _Prefetcher:
+    """Global batches for steps ``start .. end - 1``, assembled ``depth`` ahead on a
+    background thread while the device computes. Batch ``k`` is still a pure function of
+    ``(seed, k)``, so resumed runs see the same data; ``depth = 0`` assembles in line."""
+
+    def __init__(self, setup: Setup, split, start: int, end: int, depth: int):
+        self._make = functools.partial(train_batch_for_step, setup, split)
+        self._next, self._end, self._depth = start, end, depth
+        self._queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+        self._done = threading.Event()
+        self._thread = None
+        if depth > 0:
+            self._thread = threading.Thread(target=self._fill, daemon=True)
+            self._thread.start()
+
+    def _fill(self):
+        step = self._next
+        while step < self._end and not self._done.is_set():
+            try:
+                item = (step, self._make(step))
+            except Exception as e:  # noqa: BLE001 (handed to the consumer, raised there)
+                item = (step, e)
+            while not self._done.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            step += 1
+
+    def get(self, step: int):
+        if self._thread is None:
+            return self._make(step)
+        got, batch = self._queue.get()
+        if isinstance(batch, Exception):
+            raise batch
+        assert got == step, (got, step)
+        return batch
+
+    def close(self):
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 def _sample_grid(setup: Setup, sample_fn, state, step: int, workdir: str) -> str | None:
@@ -153,44 +251,171 @@ def _sample_grid(setup: Setup, sample_fn, state, step: int, workdir: str) -> str
     return save_grid(images, os.path.join(workdir, "samples", f"step_{step:07d}.png"))
 
 
-def train_and_evaluate(config, workdir: str, devices=None, stop_at_step: int | None = None):
+class _Finiteness:
+    """Collects each step's finite-metric flags and reads them only when needed (at logs and
+    before checkpoints), so checking costs no device sync per step."""
+
+    def __init__(self, names: list[str], policy: str):
+        self.names, self.policy = names, policy
+        self.pending: list[tuple[int, jax.Array]] = []
+        self.skipped = 0
+        self.error: str | None = None
+
+    def add(self, step: int, finite) -> None:
+        self.pending.append((step, finite))
+
+    def settle(self, newest_finite: int | None, raise_now: bool = True) -> int:
+        """Read the pending flags; returns how many of them were non-finite steps. With the
+        ``stop`` policy the first non-finite step is an error: raised now, or with
+        ``raise_now=False`` kept for ``raise_pending`` (so its metrics can be logged first)."""
+        if self.pending:
+            flags = np.asarray(jax.device_get(jnp.stack([f for _, f in self.pending])))
+            steps = [s for s, _ in self.pending]
+            self.pending = []
+            bad = np.flatnonzero(~flags.all(axis=1))
+            if len(bad) and self.policy == "stop" and self.error is None:
+                row = bad[0]
+                names = [n for n, ok in zip(self.names, flags[row], strict=True) if not ok]
+                kept = (
+                    f"the newest finite checkpoint, step {newest_finite}, stays the latest"
+                    if newest_finite is not None
+                    else "no checkpoint was written"
+                )
+                self.error = (
+                    f"training diverged: at step {steps[row]} the train metric(s) "
+                    f"{', '.join(names)} became NaN or Inf; {kept}. Lower "
+                    "optimizer.learning_rate (or set optimizer.grad_clip), or set "
+                    "train.nonfinite='skip' to skip such steps"
+                )
+            self.skipped += len(bad)
+            count = len(bad)
+        else:
+            count = 0
+        if raise_now:
+            self.raise_pending()
+        return count
+
+    def raise_pending(self) -> None:
+        if self.error is not None:
+            raise TrainingError(self.error)
+
+
+def train_and_evaluate(
+    config,
+    workdir: str,
+    devices=None,
+    stop_at_step: int | None = None,
+    allow_config_change: bool = False,
+):
     """Train ``config`` in ``workdir``, resuming from its latest checkpoint if there is one.
 
     ``stop_at_step`` behaves like a preemption signal arriving after that step (for tests).
+    ``allow_config_change``: resume although the config differs from the run's ``config.json``
+    in keys that change the model, data or optimisation (the differences are printed).
     Returns ``(state, summary)``.
     """
-    setup = make_setup(config, devices)
-    cfg, family, mesh, caps = config, setup.family, setup.mesh, setup.caps
+    with signals.StopFlag() as stop:
+        return _train(config, workdir, devices, stop_at_step, allow_config_change, stop)
+
+
+def _train(config, workdir, devices, stop_at_step, allow_config_change, stop):
+    t_start = time.time()
     is_main = jax.process_index() == 0
+    setup = make_setup(config, devices)
+    cfg, caps = config, setup.caps
     train_split, test_split = load_splits(cfg.data)
+    check_labels(setup, train_split, test_split)
+    evaluators = evals_lib.build(setup, test_split)  # checks eval settings against the data
+    workdir_lib.prepare(workdir)
+    say = (lambda text: print(text, flush=True)) if is_main else (lambda text: None)
+    summary: dict[str, Any] = {"step": 0, "stopped_early": True}
+    with workdir_lib.Lock(workdir) as lock:
+        for note in lock.notes:
+            say(note)
+        checkpoints = ckpt_lib.Checkpointer(workdir, keep=cfg.train.keep_checkpoints, report=say)
+        try:
+            resumed_from = checkpoints.latest_step()
+            if resumed_from is not None:
+                _check_resume_config(cfg, workdir, allow_config_change, say)
+                state = _restore_naming_differences(checkpoints, setup, workdir)
+                resumed_from = int(state.step)
+                MetricsWriter(workdir).drop_after(resumed_from)
+            else:
+                state = setup.init_state()
+                if caps.first_stage:  # frozen weights of a trained first stage
+                    _, first = restore_for_inference(cfg.first_stage.workdir, devices)
+                    state = first_stage.attach(cfg, state, first)
+                    state = jax.device_put(state, setup.state_sharding)
+            ckpt_lib.save_config(workdir, cfg)
+            state, summary = _loop(
+                setup, state, workdir, checkpoints, evaluators, train_split, resumed_from,
+                stop_at_step, stop, say,
+            )  # fmt: skip
+        finally:
+            checkpoints.close()
+    summary.update(
+        wall_s=round(time.time() - t_start, 2),
+        workdir=workdir,
+        contents=sorted(os.listdir(workdir)),
+    )
+    say(_summary_line(summary))
+    return state, summary
 
-    os.makedirs(workdir, exist_ok=True)
-    checkpoints = ckpt_lib.Checkpointer(workdir, keep=cfg.train.keep_checkpoints)
-    if checkpoints.latest_step() is not None:
-        state = checkpoints.restore(setup.abstract_with_shardings())
-        resumed_from = int(state.step)
-    else:
-        state, resumed_from = setup.init_state(), None
-        if caps.first_stage:  # frozen weights of a trained first stage
-            _, first = restore_for_inference(cfg.first_stage.workdir, devices)
-            state = first_stage.attach(cfg, state, first)
-            state = jax.device_put(state, setup.state_sharding)
-    ckpt_lib.save_config(workdir, cfg)
 
-    step_fn = compile_train_step(setup)
-    evaluators = evals_lib.build(setup, test_split)
+def _restore_naming_differences(checkpoints, setup: Setup, workdir: str):
+    """Restore the newest good checkpoint; a checkpoint that does not fit the model is reported
+    with the config keys that differ from the run's stored ``config.json``."""
+    try:
+        return checkpoints.restore(setup.abstract_with_shardings())
+    except ckpt_lib.CheckpointMismatchError as e:
+        stored = os.path.join(workdir, ckpt_lib.CONFIG_FILE)
+        diffs = []
+        if os.path.exists(stored):
+            diffs = differences(ckpt_lib.load_config(workdir), setup.config)
+        raise ckpt_lib.CheckpointMismatchError(
+            f"{e}; config keys that differ from {stored} (stored -> given): "
+            f"{'; '.join(diffs) or 'none'}",
+            e.path,
+            e.differences,
+        ) from None
+
+
+def _check_resume_config(cfg, workdir, allow: bool, say) -> None:
+    stored_path = os.path.join(workdir, ckpt_lib.CONFIG_FILE)
+    if not os.path.exists(stored_path):
+        return
+    diffs = differences(ckpt_lib.load_config(workdir), cfg)
+    blocking = [d for d in diffs if not resumable(d)]
+    if blocking and not allow:
+        raise ConfigError(
+            f"--workdir={workdir!r} holds a run with a different config; resuming would mix "
+            f"two runs. Differences (stored -> given): {'; '.join(blocking)}. Use another "
+            "--workdir, or pass --allow_config_change to resume with the new values"
+        )
+    if diffs:
+        say("resuming with config changes (stored -> given): " + "; ".join(diffs))
+
+
+def _loop(setup, state, workdir, checkpoints, evaluators, train_split, resumed_from,
+          stop_at_step, stop, say):  # fmt: skip
+    cfg, family, mesh, caps = setup.config, setup.family, setup.mesh, setup.caps
+    is_main = jax.process_index() == 0
+    writer = MetricsWriter(workdir)
+    start_step, num_steps = int(state.step), cfg.train.num_steps
+    summary: dict[str, Any] = {"step": start_step, "stopped_early": True}
+    if stop.requested:  # a stop during start-up: nothing trained, nothing to save
+        say("stopped before the first step (SIGTERM or Ctrl-C); nothing new was saved")
+        return state, summary
+    step_fn = _guarded_step(setup)
     sample_fn = None
     if caps.generates:
         sample_fn = jax.jit(
-            lambda s, r: family.sample(cfg, s, r, cfg.train.sample_num).images,
+            lambda s, r: family.sample(cfg, gather_params(s, mesh), r, cfg.train.sample_num).images,
             out_shardings=replicated(mesh),
         )
-    writer = MetricsWriter(workdir)
-    start_step = int(state.step)
-    num_steps = cfg.train.num_steps
-    t_start = time.time()
+    metric_names = None
+    finiteness = None
     last_train: dict[str, float] = {}
-    stopped_early = False
     last_saved = resumed_from
     bar = tqdm(
         total=num_steps,
@@ -201,46 +426,75 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_at_step: int | N
     )
     if resumed_from is not None and is_main:
         bar.write(f"resumed from checkpoint at step {resumed_from} in {workdir}")
+
+    def save(step: int, force: bool = False) -> None:
+        nonlocal last_saved
+        if finiteness is not None:
+            finiteness.settle(last_saved)
+        if not bool(_all_finite(state)):
+            raise TrainingError(
+                f"the state at step {step} holds NaN or Inf values; it was not saved (the "
+                f"newest finite checkpoint, step {last_saved}, stays the latest)"
+            )
+        checkpoints.save(step, state, force=force)
+        last_saved = step
+
+    prefetch = _Prefetcher(setup, train_split, start_step, num_steps, cfg.train.get("prefetch", 0))
     t_log, n_log = time.time(), 0
-    with _StopFlag() as stop:
+    stopped_early = False
+    try:
         for step in range(start_step, num_steps):
-            state, metrics = step_fn(state, train_batch_for_step(setup, train_split, step))
+            state, metrics, finite = step_fn(state, prefetch.get(step))
+            if finiteness is None:
+                metric_names = sorted(metrics)
+                finiteness = _Finiteness(metric_names, cfg.train.get("nonfinite", "stop"))
             done = step + 1
+            finiteness.add(done, finite)
             n_log += 1
             bar.update(1)
             stopping = stop.requested or (stop_at_step is not None and done >= stop_at_step)
             if done % cfg.train.log_every == 0 or done == num_steps or stopping:
+                skipped = finiteness.settle(last_saved, raise_now=False)
                 metrics = jax.device_get(metrics)
                 now = time.time()
                 metrics["examples_per_s"] = n_log * cfg.train.batch_size / max(now - t_log, 1e-9)
+                if finiteness.policy == "skip":
+                    metrics["skipped_nonfinite"] = float(skipped)
                 t_log, n_log = now, 0
                 last_train = writer.write(done, "train", metrics)
                 shown = {"ex_s": f"{metrics['examples_per_s']:.0f}"}
                 if caps.progress_metric in last_train:
-                    shown = {
-                        caps.progress_metric: f"{last_train[caps.progress_metric]:.4g}",
-                        **shown,
-                    }
+                    value = last_train[caps.progress_metric]
+                    shown = {caps.progress_metric: f"{value:.4g}", **shown}
                 bar.set_postfix(shown)
+                finiteness.raise_pending()  # after the row with the NaN is logged
             for ev in evaluators:
-                if ev.every and done % ev.every == 0 and done < num_steps:
+                if ev.every and done % ev.every == 0 and done < num_steps and not stopping:
                     row = writer.write(done, ev.split, ev.run(state, False))
                     bar.write(_format(ev.split, row))
-            sample_now = sample_fn is not None and cfg.train.sample_every
+            sample_now = sample_fn is not None and cfg.train.sample_every and not stopping
             if sample_now and done % cfg.train.sample_every == 0 and done < num_steps:
                 _sample_grid(setup, sample_fn, state, done, workdir)
             if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0:
-                checkpoints.save(done, state)
-                last_saved = done
+                save(done)
             if stopping:
                 stopped_early = done < num_steps
                 break
-    bar.close()
+    except signals.Interrupted:  # a stop during a periodic eval: save where training is
+        stopped_early = True
+    finally:
+        prefetch.close()
+        bar.close()
     final_step = int(state.step)
     if last_saved != final_step:
-        checkpoints.save(final_step, state, force=True)
-    summary: dict[str, Any] = {"step": final_step, "stopped_early": stopped_early}
-    if not stopped_early:
+        save(final_step, force=True)
+    checkpoints.wait()
+    summary = {"step": final_step, "stopped_early": stopped_early, "train": last_train}
+    if finiteness is not None and finiteness.policy == "skip":
+        summary["skipped_nonfinite"] = finiteness.skipped
+    if stopped_early:
+        return state, summary
+    try:
         final_rows = {}
         for ev in evaluators:
             row = writer.write(final_step, ev.split, ev.run(state, True))
@@ -249,15 +503,10 @@ def train_and_evaluate(config, workdir: str, devices=None, stop_at_step: int | N
             summary["eval"] = final_rows
         if sample_fn is not None:
             summary["samples"] = _sample_grid(setup, sample_fn, state, final_step, workdir)
-    checkpoints.close()
-    summary.update(
-        wall_s=round(time.time() - t_start, 2),
-        train=last_train,
-        workdir=workdir,
-        contents=sorted(os.listdir(workdir)),
-    )
-    if is_main:
-        print(_summary_line(summary), flush=True)
+    except signals.Interrupted:
+        summary["stopped_early"] = True
+        say("stopped during the final evaluation; the last checkpoint is saved, run again to "
+            "evaluate it")  # fmt: skip
     return state, summary
 
 
@@ -268,7 +517,7 @@ def evaluate(workdir: str, eval_config=None, devices=None) -> dict[str, float]:
     config = ckpt_lib.load_config(workdir)
     if eval_config is not None:
         config.eval = eval_config
-    setup = make_setup(config, devices)
+    setup = make_setup(config, devices, fit_fsdp=True)
     state = restore_state(setup, workdir)
     _, test_split = load_splits(config.data)
     metrics = {}
@@ -279,7 +528,11 @@ def evaluate(workdir: str, eval_config=None, devices=None) -> dict[str, float]:
 
 
 def restore_state(setup: Setup, workdir: str):
-    checkpoints = ckpt_lib.Checkpointer(workdir, keep=setup.config.train.keep_checkpoints)
+    checkpoints = ckpt_lib.Checkpointer(
+        workdir,
+        keep=setup.config.train.keep_checkpoints,
+        report=lambda line: print(line, file=sys.stderr, flush=True),
+    )
     try:
         if checkpoints.latest_step() is None:
             raise ckpt_lib.CheckpointError(

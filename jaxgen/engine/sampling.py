@@ -3,14 +3,22 @@
 ``sample.py`` is flags around these functions; they never name a family. A family declares its
 options (``Family.sample_options``), checks them and turns them into ``sample``'s keyword
 arguments (``prepare_sample``); an option of type ``workdir`` (a guiding classifier, say) is
-restored here and handed to the family as ``(config, state)``.
+restored here and handed to the family as ``(config, state)``. ``generate`` compiles the
+family's ``sample`` once for a chunk of images and calls it as often as ``num`` needs, so device
+memory bounds the chunk, not ``num``.
 """
 
 from __future__ import annotations
 
+import math
+import operator
+import sys
+
 import jax
 import numpy as np
+from tqdm import tqdm
 
+from jaxgen.engine.mesh import gather_params
 from jaxgen.errors import ConfigError
 from jaxgen.families import Family, Samples
 
@@ -27,6 +35,11 @@ def prepare(setup, values: dict, restore) -> dict:
             f"{unknown} are not sampling options of the {family.name!r} family; its options "
             f"are {sorted(known) or 'none'}"
         )
+    for name, value in values.items():
+        # NaN or Inf would sample without complaint and give NaN images (or silently clipped
+        # ones); refuse it here, before anything is compiled or restored.
+        if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+            raise ConfigError(f"--{name}={value} is not a finite number")
     options = {}
     for opt in family.sample_options:
         value = values.get(opt.name, opt.default)
@@ -72,28 +85,94 @@ def class_choice(setup, kwargs: dict, class_value: str | None, num: int):
     return num, None, label
 
 
-def generate(setup, state, rng, num: int, kwargs: dict) -> Samples:
-    """``family.sample`` compiled once. Array arguments (a guiding classifier's parameters,
-    labels) are arguments of the compiled program, not constants baked into it."""
+def generate(
+    setup, state, rng, num: int, kwargs: dict, *, batch: int | None = None, progress: bool = True
+) -> Samples:
+    """``num`` samples of ``family.sample``, compiled once for chunks of ``batch`` images
+    (default: all ``num`` at once) and called ``ceil(num / batch)`` times; the last chunk is
+    padded to ``batch`` and trimmed, so there is one compile. Array arguments (a guiding
+    classifier's parameters, labels) are arguments of the compiled program, not constants baked
+    into it.
+
+    Keys: with one chunk (``num <= batch``) the family gets ``rng`` itself, so the images are
+    bit-identical to an unchunked call; with several, chunk ``i`` gets
+    ``jax.random.fold_in(rng, i)``. A label array ``kwargs["label"]`` (one label per image) is
+    split per chunk; labels the family chooses itself (classes in turn) restart in each chunk
+    and are returned as used. ``progress``: a tqdm bar on stderr when there are several chunks.
+    """
     family, config = setup.family, setup.config
+    num, batch = operator.index(num), operator.index(num if batch is None else batch)
+    if num < 1 or batch < 1:
+        raise ConfigError(f"num={num} and batch={batch} must be >= 1")
+    chunk = min(num, batch)
+    chunks = -(-num // chunk)
+    label = kwargs.get("label")
+    per_image = isinstance(label, (jax.Array, np.ndarray)) and np.ndim(label) > 0
+    if per_image:
+        if len(label) != num:
+            raise ConfigError(f"{len(label)} labels were given for {num} images")
+        label = np.asarray(label)
+        pad = chunks * chunk - num  # the last chunk's padding repeats the last label
+        label = np.concatenate([label, np.repeat(label[-1:], pad, axis=0)])
     leaves, treedef = jax.tree.flatten(kwargs)
     is_array = [isinstance(leaf, (jax.Array, np.ndarray)) for leaf in leaves]
-    arrays = [leaf for leaf, a in zip(leaves, is_array, strict=True) if a]
 
     def run(state, rng, arrays):
         it = iter(arrays)
         full = [next(it) if a else leaf for leaf, a in zip(leaves, is_array, strict=True)]
-        out = family.sample(config, state, rng, num, **jax.tree.unflatten(treedef, full))
+        state = gather_params(state, setup.mesh)  # whole parameters under mesh.fsdp > 1
+        out = family.sample(config, state, rng, chunk, **jax.tree.unflatten(treedef, full))
         return Samples(*out) if isinstance(out, tuple) else Samples(out)
 
-    out = jax.jit(run)(state, rng, arrays)
-    labels = None if out.labels is None else np.asarray(out.labels)
-    return Samples(np.asarray(out.images), labels)
+    compiled = jax.jit(run)
+
+    def call(i):
+        if per_image:
+            kwargs_i = {**kwargs, "label": label[i * chunk : (i + 1) * chunk]}
+        else:
+            kwargs_i = kwargs
+        leaves_i = jax.tree.leaves(kwargs_i)
+        arrays = [leaf for leaf, a in zip(leaves_i, is_array, strict=True) if a]
+        return compiled(state, rng if chunks == 1 else jax.random.fold_in(rng, i), arrays)
+
+    images, labels = [], []
+    bar = tqdm(
+        total=num,
+        unit="img",
+        desc="sample",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=not progress or chunks == 1,
+    )
+    with bar:
+        pending = call(0)
+        for i in range(chunks):
+            # Dispatch the next chunk before this one comes back to the host, so that the
+            # device keeps working while the host copies (at most two chunks on the device).
+            ahead = call(i + 1) if i + 1 < chunks else None
+            keep = min(chunk, num - i * chunk)
+            images.append(np.asarray(pending.images)[:keep])
+            if pending.labels is not None:
+                labels.append(np.asarray(pending.labels)[:keep])
+            bar.update(keep)
+            pending = ahead
+    images = images[0] if chunks == 1 else np.concatenate(images)
+    if not labels:
+        return Samples(images, None)
+    return Samples(images, labels[0] if chunks == 1 else np.concatenate(labels))
+
+
+def count_nonfinite(images) -> int:
+    """How many of ``images [N, ...]`` have a NaN or Inf value."""
+    images = np.asarray(images)
+    return int((~np.isfinite(images.reshape(len(images), -1))).any(axis=1).sum())
 
 
 def reconstruct(setup, state, images: np.ndarray) -> np.ndarray:
     """The family's reconstructions of uint8 ``images``, in ``[0, 1]``."""
     if not setup.caps.reconstructs:
         raise ConfigError(f"family {setup.family.name!r} does not reconstruct")
-    fn = jax.jit(lambda s, x: setup.family.reconstruct(setup.config, s, x))
+    fn = jax.jit(
+        lambda s, x: setup.family.reconstruct(setup.config, gather_params(s, setup.mesh), x)
+    )
     return np.asarray(fn(state, images))

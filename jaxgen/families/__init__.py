@@ -52,6 +52,8 @@ class Capabilities:
     config of a family that can be conditional, else the number of classes.
     ``batches_per_step``: data batches one ``train_step`` consumes (``[k, B, ...]`` when > 1).
     ``progress_metric``: the train metric the progress bar shows (``""``: none).
+    ``label_classes``: labels the family trains on must lie in ``0..label_classes - 1`` (the
+    engine checks the data against it before training); 0: the family ignores labels.
     ``first_stage``: the config names a trained tokenizer in ``first_stage.workdir``; the engine
     resolves it and attaches its frozen parameters to ``State.frozen`` (``first_stage.py``).
     """
@@ -64,6 +66,7 @@ class Capabilities:
     first_stage: bool = False
     batches_per_step: int = 1
     progress_metric: str = "loss"
+    label_classes: int = 0
     # How to steer an unconditional model of this family to a class (for error messages).
     unconditional_hint: str = "train a conditional one (model.num_classes > 0) to choose the class"
 

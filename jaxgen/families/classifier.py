@@ -116,8 +116,7 @@ def validate_config(config) -> None:
 
 
 def capabilities(config) -> Capabilities:
-    del config
-    return Capabilities()
+    return Capabilities(label_classes=config.model.num_classes)
 
 
 def init(config, rng: jax.Array, example_batch) -> State:

@@ -217,6 +217,7 @@ def capabilities(config) -> Capabilities:
     return Capabilities(
         generates=True,
         num_classes=config.model.num_classes,
+        label_classes=config.model.num_classes,
         unconditional_hint="steer it with --guidance=classifier and a noise-aware classifier",
     )
 

@@ -59,7 +59,8 @@ def validate_config(config) -> None:
 
 
 def capabilities(config) -> Capabilities:
-    return Capabilities(generates=True, num_classes=config.model.num_classes, first_stage=True)
+    k = config.model.num_classes
+    return Capabilities(generates=True, num_classes=k, label_classes=k, first_stage=True)
 
 
 def init(config, rng: jax.Array, example_batch) -> State:

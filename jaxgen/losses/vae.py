@@ -13,6 +13,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import log_ndtr, logsumexp, ndtr
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -22,23 +23,68 @@ def _sum_except_batch(x: jax.Array) -> jax.Array:
     return x.reshape(x.shape[0], -1).sum(axis=-1)
 
 
+# Static shape checks at the public boundaries: they read ``.shape`` only, so they run at trace
+# time (also under ``jax.jit``) and turn a broadcasting error deep inside XLA, or a silently
+# broadcast ``[B]`` against ``[B, 1]``, into a ValueError that names the function, the
+# arguments and their shapes.
+def _check_same_shape(fn: str, **arrays) -> None:
+    (name0, a0), *rest = arrays.items()
+    for name, a in rest:
+        if jnp.shape(a) != jnp.shape(a0):
+            raise ValueError(
+                f"{fn}: {name0} and {name} must have the same shape, got {name0} "
+                f"{jnp.shape(a0)} and {name} {jnp.shape(a)}"
+            )
+
+
+def _check_broadcast(fn: str, **arrays) -> tuple[int, ...]:
+    """Same rank, and shapes that broadcast (axes of size 1 stretch, e.g. one image ``[1, ...]``
+    scored under a batch of decoder outputs). Returns the broadcast shape."""
+    shapes = {name: jnp.shape(a) for name, a in arrays.items()}
+    try:
+        if len({len(shape) for shape in shapes.values()}) > 1:
+            raise ValueError
+        return jnp.broadcast_shapes(*shapes.values())
+    except ValueError:
+        raise ValueError(
+            f"{fn}: {' and '.join(shapes)} must have the same shape (or broadcast over axes of "
+            "size 1), got " + " and ".join(f"{name} {shape}" for name, shape in shapes.items())
+        ) from None
+
+
+def _check_batched(fn: str, name: str, a) -> None:
+    if jnp.ndim(a) < 1:
+        raise ValueError(f"{fn}: {name} must have a leading batch axis [B, ...], got shape ()")
+
+
+def _kl_per_dim(mean: jax.Array, logvar: jax.Array) -> jax.Array:
+    # expm1(logvar) - logvar >= 0 exactly in floating point; exp(logvar) - 1 - logvar loses
+    # everything to cancellation near logvar = 0 and came out slightly negative there.
+    return 0.5 * (jnp.expm1(logvar) - logvar + jnp.square(mean))
+
+
 def gaussian_kl_per_dim(mean: jax.Array, logvar: jax.Array) -> jax.Array:
     """KL(N(mean, exp(logvar)) || N(0, 1)) for each latent dimension separately.
 
-    KL = 0.5 * (exp(logvar) + mean^2 - 1 - logvar), elementwise, in nats.
+    KL = 0.5 * (exp(logvar) + mean^2 - 1 - logvar), elementwise, in nats (computed as
+    ``0.5 * (expm1(logvar) - logvar + mean^2)``, which is never negative). ``mean`` and
+    ``logvar`` must have the same shape.
     """
-    return 0.5 * (jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar)
+    _check_same_shape("gaussian_kl_per_dim", mean=mean, logvar=logvar)
+    return _kl_per_dim(mean, logvar)
 
 
 def gaussian_kl(mean: jax.Array, logvar: jax.Array) -> jax.Array:
     """Analytic KL(q(z|x) || N(0, I)) for a diagonal Gaussian q.
 
     Args:
-      mean, logvar: ``[B, D]`` posterior parameters.
+      mean, logvar: ``[B, D]`` posterior parameters (same shape).
     Returns:
       ``[B]``: summed over the ``D`` latent dimensions, in nats.
     """
-    return _sum_except_batch(gaussian_kl_per_dim(mean, logvar))
+    _check_same_shape("gaussian_kl", mean=mean, logvar=logvar)
+    _check_batched("gaussian_kl", "mean", mean)
+    return _sum_except_batch(_kl_per_dim(mean, logvar))
 
 
 def kl_with_free_bits(mean: jax.Array, logvar: jax.Array, free_bits: float) -> jax.Array:
@@ -50,12 +96,25 @@ def kl_with_free_bits(mean: jax.Array, logvar: jax.Array, free_bits: float) -> j
 
     Returns a scalar: sum over dimensions of max(free_bits, batch-mean KL of that dimension).
     """
-    per_dim = gaussian_kl_per_dim(mean, logvar).reshape(mean.shape[0], -1).mean(axis=0)
+    _check_same_shape("kl_with_free_bits", mean=mean, logvar=logvar)
+    _check_batched("kl_with_free_bits", "mean", mean)
+    per_dim = _kl_per_dim(mean, logvar).reshape(mean.shape[0], -1).mean(axis=0)
     return jnp.maximum(per_dim, free_bits).sum()
 
 
 def diag_gaussian_log_prob(z: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
     """log N(z; mean, diag(exp(logvar))), summed over the last axis. Broadcasts leading axes."""
+    shapes = {"z": jnp.shape(z), "mean": jnp.shape(mean), "logvar": jnp.shape(logvar)}
+    try:
+        if min(len(shape) for shape in shapes.values()) < 1:
+            raise ValueError
+        jnp.broadcast_shapes(*shapes.values())
+    except ValueError:
+        raise ValueError(
+            "diag_gaussian_log_prob: z, mean and logvar must be [..., D] and broadcast "
+            "against each other, got "
+            + ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+        ) from None
     return -0.5 * jnp.sum(_LOG_2PI + logvar + jnp.square(z - mean) * jnp.exp(-logvar), axis=-1)
 
 
@@ -65,10 +124,13 @@ def bernoulli_log_likelihood(x: jax.Array, logits: jax.Array) -> jax.Array:
     Args:
       x: ``[B, ...]`` targets in {0, 1} (binarised data; values in between give the
         cross-entropy, which is not a likelihood).
-      logits: ``[B, ...]`` Bernoulli logits, same shape.
+      logits: ``[B, ...]`` Bernoulli logits, same shape (or broadcasting against ``x`` over
+        axes of size 1, e.g. one image ``[1, ...]`` under a batch of decoder outputs).
     Returns:
       ``[B]``: summed over pixels, in nats.  x*l - softplus(l) = log sigmoid(+-l).
     """
+    _check_broadcast("bernoulli_log_likelihood", x=x, logits=logits)
+    _check_batched("bernoulli_log_likelihood", "x", x)
     return _sum_except_batch(x * logits - jax.nn.softplus(logits))
 
 
@@ -84,11 +146,26 @@ def discretized_gaussian_log_likelihood(
 
     Args:
       x: ``[B, H, W, C]`` data in ``[0, 1]``.
-      mean: ``[B, H, W, C]`` Gaussian means, same scale as ``x``.
+      mean: ``[B, H, W, C]`` Gaussian means, same scale as ``x`` (same shape, or broadcasting
+        against it over axes of size 1).
       log_scale: log standard deviation, broadcastable to ``x``.
     Returns:
       ``[B]``: summed over pixels and channels, in nats.
     """
+    fn = "discretized_gaussian_log_likelihood"
+    shape = _check_broadcast(fn, x=x, mean=mean)
+    _check_batched(fn, "x", x)
+    try:
+        broadcast = jnp.broadcast_shapes(shape, jnp.shape(log_scale))
+    except ValueError:
+        broadcast = None
+    if broadcast != shape:
+        raise ValueError(
+            f"{fn}: log_scale must broadcast to the shape {shape} of x {jnp.shape(x)} and mean "
+            f"{jnp.shape(mean)}, got log_scale {jnp.shape(log_scale)}"
+        )
+    if not isinstance(num_bins, int | np.integer) or num_bins < 2:
+        raise ValueError(f"{fn}: num_bins must be an integer >= 2, got {num_bins!r}")
     half_bin = 0.5 / (num_bins - 1)
     inv_scale = jnp.exp(-log_scale)
     centred = x - mean
@@ -101,10 +178,17 @@ def discretized_gaussian_log_likelihood(
     b = jnp.where(right, -lower, upper)
     mass = ndtr(b) - ndtr(a)
     log_mass = jnp.log(jnp.maximum(mass, 1e-12))
-    # When the bin is many scales away even the mirrored difference underflows: use the
-    # density at the bin centre times its width.
+    # When the bin is many scales away even the mirrored difference underflows. Take the
+    # difference in log space, log Phi(b) + log(1 - Phi(a) / Phi(b)), which is exact; when the
+    # two tail masses are too close for that (a bin narrow against the scale) the density at
+    # the bin centre times its width is accurate instead. (The density alone is not: for a bin
+    # several scales wide it was off by more than 10 nats, a jump in log P as the mean moves.)
+    log_a, log_b = log_ndtr(a), log_ndtr(b)
+    gap = log_a - log_b  # <= 0; clamped below so the unused branch stays finite (and its grad)
+    log_tail = log_b + jnp.log(-jnp.expm1(jnp.minimum(gap, -1e-2)))
     log_density = -0.5 * jnp.square(centred * inv_scale) - log_scale - 0.5 * _LOG_2PI
-    log_mass = jnp.where(mass > 1e-10, log_mass, log_density + jnp.log(2 * half_bin))
+    log_far = jnp.where(gap < -1e-2, log_tail, log_density + jnp.log(2 * half_bin))
+    log_mass = jnp.where(mass > 1e-10, log_mass, log_far)
     log_first = log_ndtr(upper)  # everything below the first level's upper edge
     log_last = log_ndtr(-lower)  # everything above the last level's lower edge
     eps = 0.25 / (num_bins - 1)
@@ -113,7 +197,12 @@ def discretized_gaussian_log_likelihood(
 
 
 def elbo(log_likelihood: jax.Array, kl: jax.Array) -> jax.Array:
-    """Evidence lower bound, per example: E_q[log p(x|z)] - KL(q(z|x) || p(z)), in nats."""
+    """Evidence lower bound, per example: E_q[log p(x|z)] - KL(q(z|x) || p(z)), in nats.
+
+    ``log_likelihood`` and ``kl`` must have the same shape (``[B]``), or the same rank and
+    broadcast over axes of size 1; ``[B]`` against ``[B, 1]`` is refused.
+    """
+    _check_broadcast("elbo", log_likelihood=log_likelihood, kl=kl)
     return log_likelihood - kl
 
 
@@ -123,10 +212,22 @@ def iwae_bound(log_weights: jax.Array, axis: int = 0) -> jax.Array:
     ``log_weights[i] = log p(x, z_i) - log q(z_i | x)`` with ``z_i ~ q(z|x)``, the ``k``
     samples along ``axis``. k = 1 gives the ELBO; the bound rises with k towards log p(x).
     """
+    ndim = jnp.ndim(log_weights)
+    if not -ndim <= axis < ndim:
+        raise ValueError(
+            f"iwae_bound: axis={axis} is out of range for log_weights of shape "
+            f"{jnp.shape(log_weights)}"
+        )
     k = log_weights.shape[axis]
+    if k < 1:
+        raise ValueError(
+            f"iwae_bound: log_weights {jnp.shape(log_weights)} has no samples along axis={axis}"
+        )
     return logsumexp(log_weights, axis=axis) - jnp.log(k)
 
 
 def bits_per_dim(nll_nats: jax.Array, num_dims: int) -> jax.Array:
     """Convert a per-example negative log-likelihood in nats to bits per dimension."""
+    if isinstance(num_dims, int | float | np.number) and not num_dims >= 1:
+        raise ValueError(f"bits_per_dim: num_dims must be >= 1, got {num_dims!r}")
     return nll_nats / (num_dims * math.log(2.0))
