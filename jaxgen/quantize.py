@@ -50,6 +50,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import entr
 
+from jaxgen.checks import same_shape
+
 __all__ = [
     "EmaCodebook",
     "Quantized",
@@ -118,14 +120,6 @@ def _check_vectors(fn: str, z_e, codebook, name: str = "codebook") -> None:
         )
 
 
-def _check_same_shape(fn: str, z_e, codes) -> None:
-    if jnp.shape(z_e) != jnp.shape(codes):
-        raise ValueError(
-            f"{fn}: z_e and codes must have the same shape, got z_e {jnp.shape(z_e)} and "
-            f"codes {jnp.shape(codes)}"
-        )
-
-
 def _check_indices(fn: str, indices, name: str = "indices") -> None:
     dtype = jnp.result_type(indices)
     if not jnp.issubdtype(dtype, jnp.integer):
@@ -184,7 +178,7 @@ def straight_through(z_e: jax.Array, codes: jax.Array) -> jax.Array:
     the gradient the decoder sends back is copied unchanged onto ``z_e`` (the quantiser is
     treated as the identity in the backward pass). Nothing reaches the codebook through it.
     """
-    _check_same_shape("straight_through", z_e, codes)
+    same_shape("straight_through", z_e=z_e, codes=codes)
     return z_e + jax.lax.stop_gradient(codes - z_e)
 
 
@@ -226,7 +220,7 @@ def codebook_loss(z_e: jax.Array, codes: jax.Array, reduction: str = "mean") -> 
       A scalar (at least float32).
     """
     _check_reduction(reduction)
-    _check_same_shape("codebook_loss", z_e, codes)
+    same_shape("codebook_loss", z_e=z_e, codes=codes)
     dtype = _float_dtype(jnp.result_type(z_e, codes))
     diff = jax.lax.stop_gradient(z_e).astype(dtype) - codes.astype(dtype)
     return _reduce(jnp.square(diff), reduction)
@@ -256,7 +250,7 @@ def commitment_loss(
       A scalar (at least float32).
     """
     _check_reduction(reduction)
-    _check_same_shape("commitment_loss", z_e, codes)
+    same_shape("commitment_loss", z_e=z_e, codes=codes)
     dtype = _float_dtype(jnp.result_type(z_e, codes))
     diff = z_e.astype(dtype) - jax.lax.stop_gradient(codes).astype(dtype)
     return beta * _reduce(jnp.square(diff), reduction)

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from strategies import arrays, floats
 
 from jaxgen import diffusion as dfn
 from jaxgen.diffusion import guidance
@@ -25,19 +26,6 @@ COSINE = dfn.make_schedule("cosine", 1000)  # alpha(t_max) = 4.9e-5
 LINEAR_VP = dfn.make_schedule("linear_vp")
 SCHEDULES = {"linear": LINEAR, "cosine": COSINE, "linear_vp": LINEAR_VP}
 B, D = 4, 3
-
-
-def floats(lo, hi, *extremes):
-    """float32 values in ``[lo, hi]`` (no subnormals), with the listed extremes drawn often."""
-    lo, hi = float(np.float32(lo)), float(np.float32(hi))
-    within = st.floats(lo, hi, width=32, allow_nan=False, allow_subnormal=False)
-    if not extremes:
-        return within
-    return st.one_of(st.sampled_from([float(np.float32(e)) for e in extremes]), within)
-
-
-def arrays(shape, elements):
-    return hnp.arrays(np.float32, shape, elements=elements)
 
 
 @st.composite

@@ -15,29 +15,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 from scipy.special import log_ndtr as log_ndtr64
 from scipy.special import logsumexp as logsumexp64
+from strategies import arrays, floats
 
 from jaxgen import losses
 
 SETTINGS = settings(max_examples=25, deadline=None, database=None)
-
-
-def floats(lo, hi, *extremes):
-    """float32 values in ``[lo, hi]``, with the listed extremes drawn often."""
-    lo, hi = float(np.float32(lo)), float(np.float32(hi))
-    # No subnormals: XLA on CPU flushes them to zero, a platform choice, not a property.
-    within = st.floats(
-        lo, hi, width=32, allow_nan=False, allow_infinity=False, allow_subnormal=False
-    )
-    if not extremes:
-        return within
-    return st.one_of(st.sampled_from([float(np.float32(e)) for e in extremes]), within)
-
-
-def arrays(shape, elements):
-    return hnp.arrays(np.float32, shape, elements=elements)
 
 
 def assert_close(actual, expected, tol):

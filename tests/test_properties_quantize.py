@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from strategies import arrays, floats
 
 from jaxgen import quantize as vq
 
@@ -19,19 +20,6 @@ SETTINGS = settings(max_examples=25, deadline=None, database=None)
 
 K, D = 8, 3  # codebook size and code dimension
 SHAPES = [(6, D), (2, 3, D)]  # encoder outputs [..., D]
-
-
-def floats(lo, hi, *extremes):
-    """float32 values in ``[lo, hi]`` (no subnormals), with the listed extremes drawn often."""
-    lo, hi = float(np.float32(lo)), float(np.float32(hi))
-    within = st.floats(lo, hi, width=32, allow_nan=False, allow_subnormal=False)
-    if not extremes:
-        return within
-    return st.one_of(st.sampled_from([float(np.float32(e)) for e in extremes]), within)
-
-
-def arrays(shape, elements):
-    return hnp.arrays(np.float32, shape, elements=elements)
 
 
 def _flat(a):

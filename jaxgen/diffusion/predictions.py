@@ -10,19 +10,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxgen.checks import same_shape
+
 PREDICTIONS = ("eps", "x0", "v")
-
-
-def _check_same_shape(fn: str, **arrays) -> None:
-    """Raise ``ValueError`` naming ``fn``, the arguments and their shapes unless all the
-    ``arrays`` have one shape. Static: reads shapes only, so it runs at trace time."""
-    (name0, a0), *rest = arrays.items()
-    for name, a in rest:
-        if jnp.shape(a) != jnp.shape(a0):
-            raise ValueError(
-                f"{fn}: {name0} and {name} must have the same shape, got {name0} "
-                f"{jnp.shape(a0)} and {name} {jnp.shape(a)}"
-            )
 
 
 def _check_per_example(fn: str, name: str, a, x_name: str, x) -> None:
@@ -38,7 +28,7 @@ def _check_per_example(fn: str, name: str, a, x_name: str, x) -> None:
 
 
 def _check_conversion(fn: str, prediction, x, alpha, sigma) -> None:
-    _check_same_shape(fn, prediction=prediction, x=x)
+    same_shape(fn, prediction=prediction, x=x)
     _check_per_example(fn, "alpha", alpha, "x", x)
     _check_per_example(fn, "sigma", sigma, "x", x)
 

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgen.diffusion.predictions import PREDICTIONS, _check_per_example, _check_same_shape
+from jaxgen.checks import same_shape
+from jaxgen.diffusion.predictions import PREDICTIONS, _check_per_example
 from jaxgen.diffusion.schedules import Schedule
 
 
@@ -30,7 +31,7 @@ def _bcast(a: jax.Array, x: jax.Array) -> jax.Array:
 
 def add_noise(schedule: Schedule, x0: jax.Array, t, noise: jax.Array) -> jax.Array:
     """``x_t = alpha(t) x0 + sigma(t) noise`` with ``t`` a scalar or ``[B]``."""
-    _check_same_shape("add_noise", x0=x0, noise=noise)
+    same_shape("add_noise", x0=x0, noise=noise)
     _check_per_example("add_noise", "t", t, "x0", x0)
     alpha, sigma = schedule.alpha(t), schedule.sigma(t)
     return _bcast(alpha, x0) * x0 + _bcast(sigma, x0) * noise
@@ -53,7 +54,7 @@ def prediction_target(prediction: str, x0: jax.Array, noise: jax.Array, alpha, s
     ``sigma`` are ``schedule.alpha(t)``, ``schedule.sigma(t)`` (scalars or ``[B]``)."""
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction={prediction!r} is not one of {PREDICTIONS}")
-    _check_same_shape("prediction_target", x0=x0, noise=noise)
+    same_shape("prediction_target", x0=x0, noise=noise)
     _check_per_example("prediction_target", "alpha", alpha, "x0", x0)
     _check_per_example("prediction_target", "sigma", sigma, "x0", x0)
     if prediction == "eps":
@@ -68,7 +69,7 @@ def denoising_loss(
 ) -> tuple[jax.Array, jax.Array]:
     """The simple loss: ``(mean, per_example [B])`` of the squared error between ``model_out``
     and ``prediction_target(...)``, each example's error averaged over its pixels."""
-    _check_same_shape("denoising_loss", model_out=model_out, x0=x0, noise=noise)
+    same_shape("denoising_loss", model_out=model_out, x0=x0, noise=noise)
     _check_per_example("denoising_loss", "alpha", alpha, "x0", x0)
     _check_per_example("denoising_loss", "sigma", sigma, "x0", x0)
     if jnp.ndim(x0) < 1:

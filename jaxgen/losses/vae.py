@@ -16,25 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import log_ndtr, logsumexp, ndtr
 
+from jaxgen.checks import same_shape
+
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _sum_except_batch(x: jax.Array) -> jax.Array:
     return x.reshape(x.shape[0], -1).sum(axis=-1)
-
-
-# Static shape checks at the public boundaries: they read ``.shape`` only, so they run at trace
-# time (also under ``jax.jit``) and turn a broadcasting error deep inside XLA, or a silently
-# broadcast ``[B]`` against ``[B, 1]``, into a ValueError that names the function, the
-# arguments and their shapes.
-def _check_same_shape(fn: str, **arrays) -> None:
-    (name0, a0), *rest = arrays.items()
-    for name, a in rest:
-        if jnp.shape(a) != jnp.shape(a0):
-            raise ValueError(
-                f"{fn}: {name0} and {name} must have the same shape, got {name0} "
-                f"{jnp.shape(a0)} and {name} {jnp.shape(a)}"
-            )
 
 
 def _check_broadcast(fn: str, **arrays) -> tuple[int, ...]:
@@ -70,7 +58,7 @@ def gaussian_kl_per_dim(mean: jax.Array, logvar: jax.Array) -> jax.Array:
     ``0.5 * (expm1(logvar) - logvar + mean^2)``, which is never negative). ``mean`` and
     ``logvar`` must have the same shape.
     """
-    _check_same_shape("gaussian_kl_per_dim", mean=mean, logvar=logvar)
+    same_shape("gaussian_kl_per_dim", mean=mean, logvar=logvar)
     return _kl_per_dim(mean, logvar)
 
 
@@ -82,7 +70,7 @@ def gaussian_kl(mean: jax.Array, logvar: jax.Array) -> jax.Array:
     Returns:
       ``[B]``: summed over the ``D`` latent dimensions, in nats.
     """
-    _check_same_shape("gaussian_kl", mean=mean, logvar=logvar)
+    same_shape("gaussian_kl", mean=mean, logvar=logvar)
     _check_batched("gaussian_kl", "mean", mean)
     return _sum_except_batch(_kl_per_dim(mean, logvar))
 
@@ -96,7 +84,7 @@ def kl_with_free_bits(mean: jax.Array, logvar: jax.Array, free_bits: float) -> j
 
     Returns a scalar: sum over dimensions of max(free_bits, batch-mean KL of that dimension).
     """
-    _check_same_shape("kl_with_free_bits", mean=mean, logvar=logvar)
+    same_shape("kl_with_free_bits", mean=mean, logvar=logvar)
     _check_batched("kl_with_free_bits", "mean", mean)
     per_dim = _kl_per_dim(mean, logvar).reshape(mean.shape[0], -1).mean(axis=0)
     return jnp.maximum(per_dim, free_bits).sum()
