@@ -1,5 +1,22 @@
-"""Evaluation of generated samples: an evaluator classifier's verdicts and features."""
+"""Evaluation of generated samples: an evaluator classifier's verdicts and features, and
+feature-based sample-quality metrics (Frechet distance, KID, precision and recall)."""
 
+from jaxgen.eval.metrics import (
+    FeatureStats,
+    frechet_distance,
+    frechet_distance_of,
+    kid,
+    precision_recall,
+)
 from jaxgen.eval.samples import class_accuracy, evaluator_outputs, within_class_diversity
 
-__all__ = ["class_accuracy", "evaluator_outputs", "within_class_diversity"]
+__all__ = [
+    "FeatureStats",
+    "class_accuracy",
+    "evaluator_outputs",
+    "frechet_distance",
+    "frechet_distance_of",
+    "kid",
+    "precision_recall",
+    "within_class_diversity",
+]
