@@ -131,19 +131,6 @@ def _batch_shardings(setup: Setup) -> dict:
     return {key: batch_sharding(setup.mesh, k) for key in ("image", "label", "index")}
 
 
-def compile_train_step(setup: Setup):
-    """The family's ``train_step`` jitted once: state in its shardings (replicated, or large
-    arrays split over ``fsdp``) and donated, batch split along its batch axis over every
-    device (``data`` x ``fsdp``)."""
-    family, config, mesh = setup.family, setup.config, setup.mesh
-    return jax.jit(
-        lambda state, batch: family.train_step(config, gather_params(state, mesh), batch),
-        in_shardings=(setup.state_sharding, _batch_shardings(setup)),
-        out_shardings=(setup.state_sharding, replicated(setup.mesh)),
-        donate_argnums=0,
-    )
-
-
 def train_batch_for_step(setup: Setup, split, step: int) -> dict:
     """Global batch of training step ``step`` (``[k, B, ...]`` for ``k`` batches a step)."""
     cfg, k = setup.config, setup.caps.batches_per_step
@@ -164,8 +151,11 @@ def check_labels(setup: Setup, *splits) -> None:
             )
 
 
-def _guarded_step(setup: Setup):
-    """The family's step, plus one flag per metric saying whether it is finite. With
+def compile_train_step(setup: Setup):
+    """The family's ``train_step`` jitted once, as the loop runs it: state in its shardings
+    (replicated, or large arrays split over ``fsdp``) and donated, batch split along its batch
+    axis over every device (``data`` x ``fsdp``). Returns ``(state, metrics, finite)``:
+    ``finite`` has one flag per metric (sorted by name) saying whether it is finite. With
     ``train.nonfinite = 'skip'`` a step whose metrics are not all finite keeps the old state
     (its step count still advances, so the next step sees the next batch)."""
     skip = setup.config.train.get("nonfinite", "stop") == "skip"
@@ -206,7 +196,7 @@ class _Prefetcher:
 
     def __init__(self, setup: Setup, split, start: int, end: int, depth: int):
         self._make = functools.partial(train_batch_for_step, setup, split)
-        self._next, self._end, self._depth = start, end, depth
+        self._next, self._end = start, end
         self._queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
         self._done = threading.Event()
         self._thread = None
@@ -406,7 +396,7 @@ def _loop(setup, state, workdir, checkpoints, evaluators, train_split, resumed_f
     if stop.requested:  # a stop during start-up: nothing trained, nothing to save
         say("stopped before the first step (SIGTERM or Ctrl-C); nothing new was saved")
         return state, summary
-    step_fn = _guarded_step(setup)
+    step_fn = compile_train_step(setup)
     sample_fn = None
     if caps.generates:
         sample_fn = jax.jit(
