@@ -25,7 +25,6 @@ the ``--seed`` key, with more, chunk ``i`` uses ``jax.random.fold_in(key, i)``. 
 or Inf values (a diverged checkpoint) are refused and nothing is written.
 """
 
-import json
 import os
 import sys
 
@@ -34,10 +33,9 @@ import numpy as np
 from absl import app, flags, logging
 
 from jaxgen.data import DataError, load_splits
-from jaxgen.engine import loop, sampling
+from jaxgen.engine import cli, loop, sampling
 from jaxgen.engine.images import atomic_path, save_grid, unwritable_reason
 from jaxgen.errors import CheckpointError, ConfigError
-from jaxgen.families import FAMILIES, get_family
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A train.py workdir.")
 _NUM = flags.DEFINE_integer("num", 64, "How many images.")
@@ -61,68 +59,7 @@ _CLASS = flags.DEFINE_string(
 )
 flags.mark_flag_as_required("workdir")
 
-_DEFINE = {
-    "bool": flags.DEFINE_bool,
-    "int": flags.DEFINE_integer,
-    "float": flags.DEFINE_float,
-    "str": flags.DEFINE_string,
-    "workdir": flags.DEFINE_string,
-    "list": flags.DEFINE_list,
-}
-
-
-def _family_named_by(argv):
-    """The family of the ``--workdir`` in ``argv`` (read before flags are parsed, so that its
-    sampling options can become flags), or ``None``."""
-    workdir = None
-    for i, arg in enumerate(argv[1:], start=1):
-        if arg.startswith("--workdir="):
-            workdir = arg.split("=", 1)[1]
-        elif arg == "--workdir" and i + 1 < len(argv):
-            workdir = argv[i + 1]
-    try:
-        with open(os.path.join(workdir, "config.json")) as f:
-            return get_family(json.load(f)["family"])
-    except (TypeError, OSError, ValueError, KeyError, ConfigError):
-        return None  # main() reports a missing or broken workdir
-
-
-def _define_options(family) -> dict:
-    """One flag per sampling option of ``family``; returns ``{option name: flag holder}``."""
-    holders = {}
-    for opt in family.sample_options if family is not None else ():
-        holders[opt.name] = _DEFINE[opt.kind](opt.name, opt.default, opt.help)
-        for alias in opt.aliases:
-            flags.DEFINE_alias(alias, opt.name)
-    return holders
-
-
-def _parse_flags(argv):
-    try:
-        return flags.FLAGS(argv)
-    except flags.UnrecognizedFlagError as e:
-        owners = [
-            name
-            for name in FAMILIES
-            if any(e.flagname in (o.name, *o.aliases) for o in get_family(name).sample_options)
-        ]
-        family = _family_named_by(argv)
-        held = f"this workdir holds a {family.name!r} model" if family else "no --workdir run"
-        where = ""
-        if owners:
-            names = " and ".join(owners)
-            where = f"a sampling option of the {names} famil{'ies' if len(owners) > 1 else 'y'}; "
-        print(
-            f"error: --{e.flagname} is {where or 'not a flag of sample.py; '}{held}",
-            file=sys.stderr,
-        )
-        sys.exit(2)
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
-_OPTIONS = _define_options(_family_named_by(sys.argv)) if __name__ == "__main__" else {}
+_OPTIONS = cli.define_options(cli.family_named_by(sys.argv)) if __name__ == "__main__" else {}
 
 
 def _reconstructions(setup, state, num):
@@ -221,4 +158,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)

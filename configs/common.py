@@ -48,6 +48,7 @@ def new(family: str, dataset: str) -> ml_collections.ConfigDict:
     """The engine's base config for ``family``, reading ``dataset`` from its default place."""
     c = base_config()
     c.family = family
+    c.data.dataset = dataset
     c.data.source, c.data.path, c.data.name, c.data.image_shape = DATA[dataset]
     return c
 

@@ -27,6 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.distributed = False  # call jax.distributed.initialize() (also: JAXGEN_DISTRIBUTED=1)
 
     c.data = ml_collections.ConfigDict()
+    c.data.dataset = ""  # the data set's name (mnist, ...): how jaxgen.eval finds its evaluator
     c.data.source = "idx"  # one of jaxgen.data.sources.SOURCES
     c.data.path = ""  # folder or file, depending on the source
     c.data.name = ""  # TFDS name, for source=tfds

@@ -100,6 +100,20 @@ def generate(
     split per chunk; labels the family chooses itself (classes in turn) restart in each chunk
     and are returned as used. ``progress``: a tqdm bar on stderr when there are several chunks.
     """
+    parts = list(generate_chunks(setup, state, rng, num, kwargs, batch=batch, progress=progress))
+    if len(parts) == 1:
+        return parts[0]
+    images = np.concatenate([p.images for p in parts])
+    if parts[0].labels is None:
+        return Samples(images, None)
+    return Samples(images, np.concatenate([p.labels for p in parts]))
+
+
+def generate_chunks(
+    setup, state, rng, num: int, kwargs: dict, *, batch: int | None = None, progress: bool = True
+):
+    """``generate`` one chunk at a time: yields host ``Samples`` of at most ``batch`` images,
+    so a caller that reduces each chunk (``jaxgen.eval``) never holds all ``num`` images."""
     family, config = setup.family, setup.config
     num, batch = operator.index(num), operator.index(num if batch is None else batch)
     if num < 1 or batch < 1:
@@ -135,7 +149,6 @@ def generate(
         arrays = [leaf for leaf, a in zip(leaves_i, is_array, strict=True) if a]
         return compiled(state, rng if chunks == 1 else jax.random.fold_in(rng, i), arrays)
 
-    images, labels = [], []
     bar = tqdm(
         total=num,
         unit="img",
@@ -151,15 +164,11 @@ def generate(
             # device keeps working while the host copies (at most two chunks on the device).
             ahead = call(i + 1) if i + 1 < chunks else None
             keep = min(chunk, num - i * chunk)
-            images.append(np.asarray(pending.images)[:keep])
-            if pending.labels is not None:
-                labels.append(np.asarray(pending.labels)[:keep])
+            images = np.asarray(pending.images)[:keep]
+            labels = None if pending.labels is None else np.asarray(pending.labels)[:keep]
             bar.update(keep)
             pending = ahead
-    images = images[0] if chunks == 1 else np.concatenate(images)
-    if not labels:
-        return Samples(images, None)
-    return Samples(images, labels[0] if chunks == 1 else np.concatenate(labels))
+            yield Samples(images, labels)
 
 
 def count_nonfinite(images) -> int:
@@ -170,9 +179,14 @@ def count_nonfinite(images) -> int:
 
 def reconstruct(setup, state, images: np.ndarray) -> np.ndarray:
     """The family's reconstructions of uint8 ``images``, in ``[0, 1]``."""
+    return np.asarray(reconstructor(setup)(state, images))
+
+
+def reconstructor(setup):
+    """The family's ``reconstruct`` as one jitted ``(state, uint8 images) -> images`` (compiled
+    once per image batch shape)."""
     if not setup.caps.reconstructs:
         raise ConfigError(f"family {setup.family.name!r} does not reconstruct")
-    fn = jax.jit(
+    return jax.jit(
         lambda s, x: setup.family.reconstruct(setup.config, gather_params(s, setup.mesh), x)
     )
-    return np.asarray(fn(state, images))

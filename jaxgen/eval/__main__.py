@@ -1,48 +1,279 @@
-"""Score sample files with an evaluator classifier.
+r"""Evaluate a trained model, a reference set or sample files against the test split.
 
-    python -m jaxgen.eval --evaluator=runs/clf_fashion_clean samples.npz [more.npz ...]
+    python -m jaxgen.eval --workdir=runs/x [--num=10000] [--batch=500] [sampler flags]
+    python -m jaxgen.eval --reference=train --dataset=mnist      # the floor: train vs test
+    python -m jaxgen.eval --reference=noise --dataset=mnist      # uniform noise
+    python -m jaxgen.eval --dataset=mnist samples.npz [more.npz ...]
 
-Each ``.npz`` is what ``sample.py`` writes (``images`` in [0, 1] and, for class-conditional
-samples, ``labels``). Prints, per file, the share of images the evaluator assigns to their
-requested class and the within-class diversity of its features (see ``jaxgen.eval.samples``).
+With ``--workdir``: generates ``--num`` samples with the run's default sampler, or the options
+given (a workdir's family options are flags, as in ``sample.py``; a conditional model gets every
+class equally often); a family that only reconstructs has its reconstructions of the first
+``--num`` test images scored instead. Writes ``eval.json`` beside the run (or ``--out``): the
+metrics (FD, KID, precision, recall, class accuracy for conditional models, held-out likelihoods
+where the family has them), the evaluator, the number of samples, the sampler options, wall time
+and samples/s.
+
+Features come from the data set's evaluator (``jaxgen.eval.evaluator``), found under
+``runs/evaluators/<data set>`` unless ``--evaluator=DIR`` names one. Every figure is "on jaxgen's
+<data set> classifier features", not FID.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+import datetime
+import json
+import os
 import sys
+import time
 
+import jax
 import numpy as np
+from absl import app, flags, logging
 
-from jaxgen.engine import loop
+from jaxgen.data import DataError, load_splits
+from jaxgen.engine import cli, loop, sampling
+from jaxgen.engine.images import atomic_path
 from jaxgen.errors import CheckpointError, ConfigError
-from jaxgen.eval.samples import class_accuracy, evaluator_outputs, within_class_diversity
+from jaxgen.eval import evaluator as evaluator_lib
+from jaxgen.eval import report
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A train.py workdir to evaluate.")
+_NUM = flags.DEFINE_integer("num", 10_000, "How many samples (or reference images).")
+_BATCH = flags.DEFINE_integer("batch", 500, "Images per compiled sampling call.")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (and the KID subsets' seed).")
+_EVALUATOR = flags.DEFINE_string(
+    "evaluator", None, "Evaluator workdir (default: runs/evaluators/<data set>)."
+)
+_DATASET = flags.DEFINE_string(
+    "dataset", None, "Data set of --reference and sample files (mnist, fashion_mnist)."
+)
+_DATA_PATH = flags.DEFINE_string(
+    "data_path", None, "Where the data set's files are (default: the config's place)."
+)
+_REFERENCE = flags.DEFINE_enum(
+    "reference", None, ["train", "noise"], "Score a reference set instead of a model."
+)
+_OUT = flags.DEFINE_string("out", None, "JSON path (default: <workdir>/eval.json).")
+_KEEP = flags.DEFINE_integer(
+    "keep", 10_000, "Features kept for KID and precision/recall (FD uses every image)."
+)
+_LIKELIHOOD = flags.DEFINE_bool(
+    "likelihood", True, "Also run the family's held-out eval for its likelihoods, if any."
+)
+_FILES_HELP = "sample .npz files (images in [0, 1], optional labels), as positional arguments"
+
+_OPTIONS = cli.define_options(cli.family_named_by(sys.argv)) if __name__ == "__main__" else {}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m jaxgen.eval", description=__doc__.split("\n")[0])
-    ap.add_argument("--evaluator", required=True, help="workdir of a clean classifier run")
-    ap.add_argument("files", nargs="+", help=".npz files written by sample.py")
-    args = ap.parse_args(argv)
+def _data_config(dataset: str):
+    """The data section of ``dataset``'s default config (``configs/common.py``)."""
+    from configs import common
+
+    if dataset not in common.DATA:
+        raise ConfigError(f"--dataset={dataset!r} is not one of {sorted(common.DATA)}")
+    data = common.new("classifier", dataset).data
+    if _DATA_PATH.value:
+        data.path = _DATA_PATH.value
+    return data
+
+
+def _settings() -> report.Settings:
+    return report.Settings(keep=_KEEP.value, seed=_SEED.value)
+
+
+def _write_json(path: str, payload: dict) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with atomic_path(path, ".json") as tmp:
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=2, allow_nan=False)
+            f.write("\n")
+
+
+def _header(evaluator, num_real: int) -> dict:
+    return {
+        "evaluator": evaluator.describe(),
+        "metric_names": report.metric_names(evaluator),
+        "reference": {"split": "test", "num_images": num_real},
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "jax": jax.__version__,
+        "device": jax.devices()[0].device_kind,
+    }
+
+
+def _print(label: str, metrics: dict, evaluator) -> None:
+    shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
+    print(f"{label} | on {evaluator.name} features | {shown}")
+
+
+def _likelihoods(setup, state) -> dict:
+    """The family's likelihood metrics over the whole test split (its held-out eval)."""
+    from jaxgen.engine import evals
+
+    wanted = setup.caps.likelihoods
+    if not wanted or not setup.caps.held_out:
+        return {}
+    _, test = load_splits(setup.config.data)
+    eval_fn = evals.compile_eval_step(setup)
+    out = evals.run_held_out(setup, eval_fn, state, test, 0)
+    return {k: out[k] for k in wanted if k in out}
+
+
+def _plain(kwargs: dict) -> dict:
+    """The JSON-able settings among ``sample``'s keyword arguments (no arrays or states)."""
+    scalar = (str, int, float, bool, type(None))
+    out = {}
+    for k, v in kwargs.items():
+        if isinstance(v, scalar):
+            out[k] = v
+        elif isinstance(v, (list, tuple)) and all(isinstance(e, scalar) for e in v):
+            out[k] = list(v)
+        elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+            out[k] = _plain(dataclasses.asdict(v))
+    return out
+
+
+def _evaluate_workdir(workdir: str) -> dict:
+    started = time.perf_counter()
+    setup, state = loop.restore_for_inference(workdir)
+    dataset = setup.config.data.dataset
+    evaluator = evaluator_lib.load_for(dataset, _EVALUATOR.value)
+    settings = _settings()
+    real = report.test_reference(evaluator, setup.config.data, settings)
+    values = {k: holder.value for k, holder in _OPTIONS.items()}
+    kwargs = {}
+    if setup.caps.generates:
+        kwargs = sampling.prepare(setup, values, loop.restore_for_inference)
+    result = report.evaluate_run(
+        setup,
+        state,
+        evaluator,
+        real,
+        _NUM.value,
+        kwargs,
+        rng=jax.random.PRNGKey(_SEED.value),
+        batch=_BATCH.value,
+        settings=settings,
+    )
+    if _LIKELIHOOD.value:
+        result["metrics"].update(_likelihoods(setup, state))
+    payload = {
+        "workdir": os.path.abspath(workdir),
+        "family": setup.family.name,
+        "dataset": dataset,
+        "step": int(state.step),
+        **result,
+        "sampler_options": dict(values),  # as given (or their defaults)
+        "sample_kwargs": _plain(kwargs),  # what the family made of them
+        "seed": _SEED.value,
+        "batch": _BATCH.value,
+        **_header(evaluator, real.count),
+        "wall_s": time.perf_counter() - started,
+    }
+    _print(
+        f"{workdir} (step {payload['step']}, {result['num_samples']} {result['mode']})",
+        result["metrics"],
+        evaluator,
+    )
+    return payload
+
+
+def _reference_images(kind: str, data_config, num: int):
+    """Chunks of the reference set: the first ``num`` training images, or uniform noise."""
+    if kind == "train":
+        train, _ = load_splits(data_config)
+        num = min(num, train.num_examples)
+        for lo in range(0, num, 1_000):
+            yield train.get(np.arange(lo, min(lo + 1_000, num)))["image"]
+    else:
+        rng = np.random.default_rng(_SEED.value)
+        shape = tuple(data_config.image_shape)
+        for lo in range(0, num, 1_000):
+            yield rng.uniform(0, 1, (min(1_000, num - lo), *shape)).astype(np.float32)
+
+
+def _evaluate_reference(kind: str) -> dict:
+    started = time.perf_counter()
+    dataset = _DATASET.value
+    if not dataset:
+        raise ConfigError("--reference needs --dataset (mnist, fashion_mnist)")
+    data = _data_config(dataset)
+    evaluator = evaluator_lib.load_for(dataset, _EVALUATOR.value)
+    settings = _settings()
+    real = report.test_reference(evaluator, data, settings)
+    fake = report.FeatureSink(evaluator, settings.keep)
+    for images in _reference_images(kind, data, _NUM.value):
+        fake.add(images)
+    metrics = report.scores(real, fake, settings)
+    _print(f"reference {kind} ({fake.count} images) vs {dataset} test", metrics, evaluator)
+    return {
+        "reference_set": kind,
+        "dataset": dataset,
+        "num_samples": fake.count,
+        "metrics": metrics,
+        **_header(evaluator, real.count),
+        "wall_s": time.perf_counter() - started,
+    }
+
+
+def _evaluate_files(paths) -> list[dict]:
+    dataset = _DATASET.value or ""
+    evaluator = evaluator_lib.load_for(dataset, _EVALUATOR.value)
+    settings = _settings()
+    data = _data_config(evaluator.dataset) if evaluator.dataset else None
+    if data is None:
+        raise ConfigError("the evaluator names no data set; the test split is unknown")
+    real = report.test_reference(evaluator, data, settings)
+    out = []
+    for path in paths:
+        try:
+            arrays = np.load(path)
+            images = arrays["images"]
+        except (OSError, ValueError, KeyError) as e:
+            raise ConfigError(f"{path} is not a sample.py .npz with 'images' ({e})") from e
+        labels = arrays["labels"] if "labels" in arrays else None
+        fake = report.FeatureSink(evaluator, settings.keep)
+        fake.add(images, labels)
+        metrics = report.scores(real, fake, settings)
+        _print(f"{path} ({fake.count} images)", metrics, evaluator)
+        out.append({"file": os.path.abspath(path), "num_samples": fake.count, "metrics": metrics})
+    return out
+
+
+def main(argv):
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    files = argv[1:]
     try:
-        setup, state = loop.restore_for_inference(args.evaluator)
-    except (CheckpointError, ConfigError) as e:
+        for name, value in (
+            ("--num", _NUM.value),
+            ("--batch", _BATCH.value),
+            ("--keep", _KEEP.value),
+        ):
+            if value < 1:
+                raise ConfigError(f"{name}={value} must be >= 1")
+        chosen = [bool(_WORKDIR.value), bool(_REFERENCE.value), bool(files)]
+        if sum(chosen) != 1:
+            raise ConfigError(
+                f"give exactly one of --workdir=DIR, --reference=train|noise, or {_FILES_HELP}"
+            )
+        if _WORKDIR.value:
+            payload = _evaluate_workdir(_WORKDIR.value)
+            out = _OUT.value or os.path.join(_WORKDIR.value, "eval.json")
+        elif _REFERENCE.value:
+            payload = _evaluate_reference(_REFERENCE.value)
+            out = _OUT.value
+        else:
+            payload = {"files": _evaluate_files(files)}
+            out = _OUT.value
+        if out:
+            _write_json(out, payload)
+            print(f"wrote {out}")
+    except (ConfigError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    if setup.config.family != "classifier":
-        print(f"error: {args.evaluator} holds a {setup.config.family!r} run, not a classifier")
-        return 2
-    for path in args.files:
-        data = np.load(path)
-        if "labels" not in data:
-            print(f"{path}: no labels (unconditional samples); nothing to score")
-            continue
-        logits, feats = evaluator_outputs(setup.config, state.model.params, data["images"])
-        acc = class_accuracy(logits, data["labels"])
-        div = within_class_diversity(feats, data["labels"])
-        print(f"{path}: classified as requested {100 * acc:.1f}%, diversity {div:.3f}")
-    return 0
+        sys.exit(2)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    app.run(main, flags_parser=cli.parse_flags)

@@ -56,6 +56,9 @@ class Capabilities:
     engine checks the data against it before training); 0: the family ignores labels.
     ``first_stage``: the config names a trained tokenizer in ``first_stage.workdir``; the engine
     resolves it and attaches its frozen parameters to ``State.frozen`` (``first_stage.py``).
+    ``likelihoods``: held-out metrics (of ``eval_step``) that are likelihoods, such as a VAE's
+    IWAE NLL in nats or a prior's bits per code; ``jaxgen.eval`` reports them beside the
+    sample metrics.
     """
 
     generates: bool = False
@@ -67,6 +70,7 @@ class Capabilities:
     batches_per_step: int = 1
     progress_metric: str = "loss"
     label_classes: int = 0
+    likelihoods: tuple[str, ...] = ()
     # How to steer an unconditional model of this family to a class (for error messages).
     unconditional_hint: str = "train a conditional one (model.num_classes > 0) to choose the class"
 

@@ -7,13 +7,18 @@ the diffusion model it will guide), and the classifier sees ``(x_t, t)``. Guidan
 the whole sampling path, so the classifier must be useful at every noise level; ``eval_step``
 reports its accuracy at a set of fixed times (``classifier.eval_times``), ``acc_t0.50`` etc.
 
-``classifier.noisy = False``: a plain classifier of clean images (``t = 0``), used as the
-evaluator that scores generated samples (the share classified as the requested class) and gives
-the features for a diversity figure. Keep it a separate run from the noise-aware one.
+``classifier.noisy = False``: a plain classifier of clean images (``t = 0``). The evaluator of
+``jaxgen.eval`` is one (``configs/classifier.py:<data set>,evaluator``): its penultimate
+features serve the Frechet distance, KID and precision/recall, and its verdicts the class
+accuracy of conditional samples. Keep it a separate run from the noise-aware one.
 
-The network is ``jaxgen.nn.classifier.Classifier`` (the UNet's down path with a pooled head).
-Loss: softmax cross-entropy. It does not generate; a diffusion model takes a noise-aware
-classifier's run as its ``--classifier-workdir`` sampling option.
+Networks (``model.arch``): ``"unet"``, ``jaxgen.nn.classifier.Classifier`` (the UNet's down path
+with a pooled head, time-aware: the guide); ``"cnn"``, ``jaxgen.nn.evaluator.EvaluatorCNN`` (a
+small plain CNN of clean images: the evaluator). Augmentation of training images (clean
+classifiers): ``classifier.augment_shift`` pixels of random translation (background-filled) and
+``classifier.augment_flip`` random left-right flips. Loss: softmax cross-entropy. It does not
+generate; a diffusion model takes a noise-aware classifier's run as its
+``--classifier-workdir`` sampling option.
 """
 
 from __future__ import annotations
@@ -35,12 +40,21 @@ from jaxgen.families.common import (
 )
 from jaxgen.families.state import State, TrainState, gradient_step
 from jaxgen.nn.classifier import Classifier
+from jaxgen.nn.evaluator import EvaluatorCNN
 
 SCHEDULES = ("linear", "cosine", "linear_vp")
+ARCHS = ("unet", "cnn")
 
 
-def build_model(config) -> Classifier:
+def build_model(config):
     m = config.model
+    if m.arch == "cnn":
+        return EvaluatorCNN(
+            num_classes=m.num_classes,
+            widths=tuple(m.widths),
+            features=m.features,
+            dropout=m.dropout,
+        )
     return Classifier(
         num_classes=m.num_classes,
         channels=m.channels,
@@ -67,9 +81,30 @@ def features_fn(config, params):
     return lambda x, t: model.apply({"params": params}, x, t, features=True)
 
 
+def augment(x, rng, shift: int, flip: bool):
+    """Random translations of up to ``shift`` pixels each way (the border filled with the
+    background, -1) and, with ``flip``, random left-right flips, independently per image of
+    ``x: [B, H, W, C]`` in [-1, 1]."""
+    b, h, w, _ = x.shape
+    s_rng, f_rng = jax.random.split(rng)
+    if shift > 0:
+        padded = jnp.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)), constant_values=-1.0)
+        offsets = jax.random.randint(s_rng, (b, 2), 0, 2 * shift + 1)
+        crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, x.shape[-1]))  # noqa: E731
+        x = jax.vmap(crop)(padded, offsets)
+    if flip:
+        flips = jax.random.bernoulli(f_rng, 0.5, (b, 1, 1, 1))
+        x = jnp.where(flips, x[:, :, ::-1, :], x)
+    return x
+
+
 def _inputs(config, x0, rng):
-    """``(x, t)`` the classifier trains on: noised at random times, or clean at ``t = 0``."""
-    if not config.classifier.noisy:
+    """``(x, t)`` the classifier trains on: noised at random times, or clean at ``t = 0``
+    (augmented as ``classifier.augment_*`` asks)."""
+    c = config.classifier
+    if not c.noisy:
+        if c.augment_shift > 0 or c.augment_flip:
+            x0 = augment(x0, rng, c.augment_shift, c.augment_flip)
         return x0, jnp.zeros((x0.shape[0],), jnp.float32)
     t_rng, n_rng = jax.random.split(rng)
     schedule = make_schedule(config)
@@ -94,16 +129,34 @@ def loss_fn(config, params, x, t, labels, dropout_rng):
 # ------------------------------------------------------------------------------------ contract
 def validate_config(config) -> None:
     m, c = config.model, config.classifier
-    for key, value, minimum in [
-        ("model.channels", m.channels, 1),
-        ("model.num_res_blocks", m.num_res_blocks, 1),
+    check_choice(config, "model.arch", ARCHS)
+    checks = [
         ("model.num_classes", m.num_classes, 2),
         ("diffusion.num_steps", config.diffusion.num_steps, 2),
-    ]:
+        ("classifier.augment_shift", c.augment_shift, 0),
+    ]
+    if m.arch == "unet":
+        checks += [("model.channels", m.channels, 1), ("model.num_res_blocks", m.num_res_blocks, 1)]
+        seq_key, seq = "model.channel_mult", tuple(m.channel_mult)
+    else:
+        checks += [("model.features", m.features, 1)]
+        seq_key, seq = "model.widths", tuple(m.widths)
+    for key, value, minimum in checks:
         check_int(value, key, minimum)
-    mult = tuple(m.channel_mult)
-    if not mult or any(not isinstance(v, int) or v < 1 for v in mult):
-        raise ConfigError(f"model.channel_mult={mult!r} must be a non-empty sequence of ints >= 1")
+    if not seq or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in seq):
+        raise ConfigError(f"{seq_key}={seq!r} must be a non-empty sequence of ints >= 1")
+    if m.arch == "cnn" and c.noisy:
+        raise ConfigError(
+            "model.arch='cnn' is a clean-image network (it ignores t); a noise-aware "
+            "classifier (classifier.noisy=True) needs model.arch='unet'"
+        )
+    if not isinstance(c.augment_flip, bool):
+        raise ConfigError(f"classifier.augment_flip={c.augment_flip!r} must be True or False")
+    if c.noisy and (c.augment_shift or c.augment_flip):
+        raise ConfigError(
+            "classifier.augment_shift and augment_flip are for clean classifiers "
+            "(classifier.noisy=False)"
+        )
     if not 0 <= m.dropout < 1:
         raise ConfigError(f"model.dropout={m.dropout!r} must be in [0, 1)")
     if not isinstance(c.noisy, bool):

@@ -60,7 +60,13 @@ def validate_config(config) -> None:
 
 def capabilities(config) -> Capabilities:
     k = config.model.num_classes
-    return Capabilities(generates=True, num_classes=k, label_classes=k, first_stage=True)
+    return Capabilities(
+        generates=True,
+        num_classes=k,
+        label_classes=k,
+        first_stage=True,
+        likelihoods=("nll_bits", "bits_per_dim"),
+    )
 
 
 def init(config, rng: jax.Array, example_batch) -> State:

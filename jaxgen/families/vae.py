@@ -79,7 +79,7 @@ def validate_config(config) -> None:
 
 def capabilities(config) -> Capabilities:
     del config
-    return Capabilities(generates=True, reconstructs=True)
+    return Capabilities(generates=True, reconstructs=True, likelihoods=("nll_iwae", "bpd_iwae"))
 
 
 def init(config, rng: jax.Array, example_batch) -> State:

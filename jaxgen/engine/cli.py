@@ -1,0 +1,79 @@
+"""What the command-line tools share: a workdir's family's sampling options as absl flags.
+
+``sample.py`` and ``python -m jaxgen.eval`` read the ``--workdir`` in ``argv`` before parsing
+flags, so that the family's options (``Family.sample_options``) become flags with their own
+defaults and help; an option of another family is a one-line error naming that family.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import flags
+
+from jaxgen.errors import ConfigError
+from jaxgen.families import FAMILIES, get_family
+
+_DEFINE = {
+    "bool": flags.DEFINE_bool,
+    "int": flags.DEFINE_integer,
+    "float": flags.DEFINE_float,
+    "str": flags.DEFINE_string,
+    "workdir": flags.DEFINE_string,
+    "list": flags.DEFINE_list,
+}
+
+
+def family_named_by(argv):
+    """The family of the ``--workdir`` in ``argv`` (read before flags are parsed, so that its
+    sampling options can become flags), or ``None``."""
+    workdir = None
+    for i, arg in enumerate(argv[1:], start=1):
+        if arg.startswith("--workdir="):
+            workdir = arg.split("=", 1)[1]
+        elif arg == "--workdir" and i + 1 < len(argv):
+            workdir = argv[i + 1]
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            return get_family(json.load(f)["family"])
+    except (TypeError, OSError, ValueError, KeyError, ConfigError):
+        return None  # the tool reports a missing or broken workdir
+
+
+def define_options(family) -> dict:
+    """One flag per sampling option of ``family``; returns ``{option name: flag holder}``."""
+    holders = {}
+    for opt in family.sample_options if family is not None else ():
+        holders[opt.name] = _DEFINE[opt.kind](opt.name, opt.default, opt.help)
+        for alias in opt.aliases:
+            flags.DEFINE_alias(alias, opt.name)
+    return holders
+
+
+def parse_flags(argv):
+    """absl's flag parsing, with one-line errors (exit 2) for unknown and bad flags."""
+    program = os.path.basename(argv[0]) if argv else "this tool"
+    try:
+        return flags.FLAGS(argv)
+    except flags.UnrecognizedFlagError as e:
+        owners = [
+            name
+            for name in FAMILIES
+            if any(e.flagname in (o.name, *o.aliases) for o in get_family(name).sample_options)
+        ]
+        family = family_named_by(argv)
+        held = f"this workdir holds a {family.name!r} model" if family else "no --workdir run"
+        where = ""
+        if owners:
+            names = " and ".join(owners)
+            where = f"a sampling option of the {names} famil{'ies' if len(owners) > 1 else 'y'}; "
+        print(
+            f"error: --{e.flagname} is {where or f'not a flag of {program}; '}{held}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
