@@ -303,3 +303,23 @@ def test_augmentation_shifts_and_flips_each_image_on_its_own():
     assert {f for *_, f in shifts} == {True, False}
     same = np.asarray(classifier.augment(jax.numpy.asarray(x), jax.random.PRNGKey(0), 0, False))
     np.testing.assert_array_equal(same, x)
+
+
+def test_eval_command_scores_sample_files(mnist_evaluator, test_images, tmp_path):
+    rng = np.random.default_rng(0)
+    real = test_images[rng.permutation(len(test_images))[:500]].astype(np.float32) / 255.0
+    np.savez(tmp_path / "real.npz", images=real, labels=np.zeros(500, np.int32))
+    np.savez(tmp_path / "noise.npz", images=rng.uniform(size=real.shape).astype(np.float32))
+    np.savez(tmp_path / "bad.npz", pictures=real)
+    proc = _eval_cli(
+        f"--evaluator={mnist_evaluator.workdir}",
+        f"--out={tmp_path}/files.json",
+        str(tmp_path / "real.npz"),
+        str(tmp_path / "noise.npz"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    real_out, noise_out = json.loads((tmp_path / "files.json").read_text())["files"]
+    assert real_out["metrics"]["fd"] < 0.1 * noise_out["metrics"]["fd"]
+    assert "class_accuracy" in real_out["metrics"] and "class_accuracy" not in noise_out["metrics"]
+    proc = _eval_cli(f"--evaluator={mnist_evaluator.workdir}", str(tmp_path / "bad.npz"))
+    assert proc.returncode == 2 and "'images'" in proc.stderr

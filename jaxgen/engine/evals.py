@@ -9,12 +9,14 @@ does not change.
 
 Built in: ``held_out``, the family's ``eval_step`` over the test split (settings in the
 ``eval`` section and ``train.eval_every``); it is skipped for families without held-out
-metrics.
+metrics. ``samples`` (FD, KID, precision/recall of generated samples) lives in
+``jaxgen.eval.training`` and is imported when a config asks for it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable
 
 import jax
@@ -27,6 +29,15 @@ from jaxgen.engine.mesh import batch_sharding, gather_params, global_batch, repl
 from jaxgen.errors import ConfigError
 
 _TYPES: dict[str, Callable] = {}
+# Types registered by modules above the engine, imported when a config names them (the engine
+# never imports them otherwise): ``samples`` needs the evaluator network of ``jaxgen.eval``.
+_PROVIDERS = {"samples": "jaxgen.eval.training"}
+
+
+def _lookup(kind: str):
+    if kind not in _TYPES and kind in _PROVIDERS:
+        importlib.import_module(_PROVIDERS[kind])
+    return _TYPES.get(kind)
 
 
 @dataclasses.dataclass
@@ -55,17 +66,17 @@ def check(config) -> None:
     """Raise unless every entry of ``config.evals`` names a registered type."""
     for name, settings in _entries(config):
         kind = settings.get("type", "")
-        if kind not in _TYPES:
+        if _lookup(kind) is None:
             raise ConfigError(
                 f"evals.{name}.type={kind!r} is not a registered evaluation; expected one of "
-                f"{tuple(sorted(_TYPES))}"
+                f"{tuple(sorted(set(_TYPES) | set(_PROVIDERS)))}"
             )
 
 
 def build(setup, test_split) -> list[Evaluator]:
     out = []
     for _, settings in _entries(setup.config):
-        evaluator = _TYPES[settings["type"]](setup, settings, test_split)
+        evaluator = _lookup(settings["type"])(setup, settings, test_split)
         if evaluator is not None:
             out.append(evaluator)
     return out
@@ -170,71 +181,3 @@ def held_out(setup, settings, test_split) -> Evaluator | None:
         return run_held_out(setup, eval_fn, state, test_split, num)
 
     return Evaluator(split="eval", every=cfg.train.eval_every, run=run)
-
-
-# ------------------------------------------------------------------ sample-based metrics
-SAMPLE_SETTINGS = {
-    "every": "steps between runs while training (0: only after the last step)",
-    "num": "samples generated each time (conditional models: every class equally often)",
-    "batch": "samples per compiled sampling call",
-    "evaluator": "evaluator workdir ('': runs/evaluators/<data.dataset>)",
-    "options": "the family's sampling options by name (default: its defaults)",
-    "seed": "sampling seed: the same noise every time, so runs are comparable across steps",
-}
-
-
-@register("samples")
-def samples(setup, settings, test_split) -> Evaluator | None:
-    """FD, KID, precision/recall (and class accuracy for conditional models) of ``num``
-    samples against the test split, on the data set's evaluator features
-    (``jaxgen.eval``). Rows go to ``metrics.jsonl`` with ``split = "samples"``. The evaluator
-    is found and the test split's features computed once, when training starts."""
-    from jaxgen.engine import sampling
-    from jaxgen.eval import evaluator as evaluator_lib
-    from jaxgen.eval import report
-
-    values = {k: v for k, v in dict(settings).items() if k != "type"}
-    unknown = sorted(set(values) - set(SAMPLE_SETTINGS))
-    if unknown:
-        raise ConfigError(
-            f"evals: {unknown} are not settings of a 'samples' evaluation; it takes "
-            f"{sorted(SAMPLE_SETTINGS)}"
-        )
-    every, num = values.get("every", 0), values.get("num", 2_000)
-    batch, seed = values.get("batch", 500), values.get("seed", 0)
-    for key, value, minimum in (("every", every, 0), ("num", num, 2), ("batch", batch, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(f"evals.<samples>.{key}={value!r} must be an integer >= {minimum}")
-    if not setup.caps.generates and not setup.caps.reconstructs:
-        raise ConfigError(
-            f"a 'samples' evaluation needs a family that generates or reconstructs; "
-            f"{setup.family.name!r} does neither"
-        )
-    ev = evaluator_lib.load_for(setup.config.data.dataset, values.get("evaluator") or None)
-    options = dict(values.get("options") or {})
-    kwargs = {}
-    if setup.caps.generates:
-        from jaxgen.engine import loop
-
-        kwargs = sampling.prepare(setup, options, loop.restore_for_inference)
-    metric_settings = report.Settings(keep=num, kid_subset_size=min(1_000, num), seed=seed)
-    real = report.test_reference(ev, setup.config.data, metric_settings)
-    rng = jax.random.PRNGKey(seed)
-
-    def run(state, final: bool):
-        del final
-        result = report.evaluate_run(
-            setup,
-            state,
-            ev,
-            real,
-            num,
-            kwargs,
-            rng=rng,
-            batch=batch,
-            settings=metric_settings,
-            progress=False,
-        )
-        return {**result["metrics"], "samples_per_s": result["samples_per_s"]}
-
-    return Evaluator(split="samples", every=every, run=run)

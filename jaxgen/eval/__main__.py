@@ -137,7 +137,7 @@ def _plain(kwargs: dict) -> dict:
 def _evaluate_workdir(workdir: str) -> dict:
     started = time.perf_counter()
     setup, state = loop.restore_for_inference(workdir)
-    dataset = setup.config.data.dataset
+    dataset = setup.config.data.get("dataset", "")
     evaluator = evaluator_lib.load_for(dataset, _EVALUATOR.value)
     settings = _settings()
     real = report.test_reference(evaluator, setup.config.data, settings)
@@ -221,9 +221,9 @@ def _evaluate_files(paths) -> list[dict]:
     dataset = _DATASET.value or ""
     evaluator = evaluator_lib.load_for(dataset, _EVALUATOR.value)
     settings = _settings()
-    data = _data_config(evaluator.dataset) if evaluator.dataset else None
-    if data is None:
-        raise ConfigError("the evaluator names no data set; the test split is unknown")
+    data = evaluator.config.data  # the evaluator's own test split
+    if _DATA_PATH.value:
+        data.path = _DATA_PATH.value
     real = report.test_reference(evaluator, data, settings)
     out = []
     for path in paths:

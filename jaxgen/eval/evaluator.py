@@ -102,7 +102,7 @@ class Evaluator:
 
     @property
     def dataset(self) -> str:
-        return self.config.data.dataset
+        return self.config.data.get("dataset", "")
 
     @property
     def name(self) -> str:

@@ -1,0 +1,215 @@
+"""The README's results table and its plots, from the ``eval.json`` files of ``jaxgen.eval``.
+
+    python bench/eval_table.py [--evals runs/table/evals] [--out bench/results/eval_table.md]
+
+Each row names the commands that produced it: the training runs (their steps and wall time are
+read from their ``metrics.jsonl``) and the ``python -m jaxgen.eval`` call. Rows whose JSON is
+missing are left out (and listed), so the table can be rebuilt as runs finish. Plots: FD against
+the number of model calls (NFE) and against the CFG scale, for each data set with such rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+TRAIN = {
+    "vae": "python train.py --config=configs/vae.py:{ds},demo --workdir=runs/table/vae_{ds}",
+    "diffusion": (
+        "python train.py --config=configs/diffusion.py:{ds},demo,cond "
+        "--workdir=runs/table/diffusion_{ds}"
+    ),
+    "vqvae": (
+        "python train.py --config=configs/vqvae.py:{ds} --workdir=runs/table/vqvae_{ds} "
+        "--config.train.num_steps=600"
+    ),
+    "pixelcnn": (
+        "python train.py --config=configs/pixelcnn.py:{ds} --workdir=runs/table/pixelcnn_{ds} "
+        "--config.first_stage.workdir=runs/table/vqvae_{ds} --config.train.num_steps=600"
+    ),
+}
+
+# (label, eval json stem, training runs, eval flags); {ds} is the data set.
+ROWS = [
+    ("reference: training images", "ref_train_{ds}", [], "--reference=train --dataset={ds}"),
+    ("reference: uniform noise", "ref_noise_{ds}", [], "--reference=noise --dataset={ds}"),
+    ("VAE (demo)", "vae_{ds}", ["vae"], "--workdir=runs/table/vae_{ds}"),
+    (
+        "VQ-VAE reconstructions",
+        "vqvae_{ds}",
+        ["vqvae"],
+        "--workdir=runs/table/vqvae_{ds}",
+    ),
+    (
+        "VQ-VAE + PixelCNN prior",
+        "pixelcnn_{ds}",
+        ["vqvae", "pixelcnn"],
+        "--workdir=runs/table/pixelcnn_{ds} --num=5000",
+    ),
+]
+for n in (10, 20, 50):
+    ROWS.append(
+        (
+            f"diffusion (demo, cond), DPM-Solver++ NFE {n}",
+            f"diff_{{ds}}_dpmpp_{n}",
+            ["diffusion"],
+            f"--workdir=runs/table/diffusion_{{ds}} --solver=dpm_solver++ --steps={n} --num=1000",
+        )
+    )
+ROWS += [
+    (
+        "diffusion (demo, cond), DPM-Solver++ NFE 50, 100 samples",
+        "diff_{ds}_dpmpp_50_n100",
+        ["diffusion"],
+        "--workdir=runs/table/diffusion_{ds} --solver=dpm_solver++ --steps=50 --num=100 --batch=100",
+    ),
+    (
+        "diffusion (demo, cond), DDPM NFE 1000, 100 samples",
+        "diff_{ds}_ddpm_1000",
+        ["diffusion"],
+        "--workdir=runs/table/diffusion_{ds} --solver=ddpm --steps=1000 --num=100 --batch=100",
+    ),
+]
+for w in (0, 1, 2, 3, 5):
+    ROWS.append(
+        (
+            f"diffusion (demo, cond), CFG w={w}, NFE 20",
+            f"diff_{{ds}}_cfg_{w}",
+            ["diffusion"],
+            f"--workdir=runs/table/diffusion_{{ds}} --solver=dpm_solver++ --steps=20 "
+            f"--guidance=cfg --scale={w} --num=500",
+        )
+    )
+
+DATASETS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
+
+
+def _train_info(workdir: str) -> tuple[int, float]:
+    """(steps, wall seconds) of a training run, from its metrics.jsonl."""
+    steps, wall = 0, 0.0
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            row = json.loads(line)
+            steps = max(steps, int(row.get("step", 0)))
+            wall = max(wall, float(row.get("time", 0.0)))
+    return steps, wall
+
+
+def _fmt(value, digits=3):
+    if value is None:
+        return ""
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.{digits}g}"
+
+
+def build(evals: str) -> tuple[str, list[str], dict]:
+    lines, missing, loaded = [], [], {}
+    header = (
+        "| data | model | FD | KID | precision | recall | NLL | class acc. | N | samples/s "
+        "| train steps | train wall |"
+    )
+    lines += [header, "|" + "---|" * 12]
+    for ds, name in DATASETS.items():
+        for label, stem, runs, _ in ROWS:
+            path = os.path.join(evals, stem.format(ds=ds) + ".json")
+            if not os.path.exists(path):
+                missing.append(path)
+                continue
+            with open(path) as f:
+                out = json.load(f)
+            loaded[(ds, stem)] = out
+            m = out["metrics"]
+            nll = ""
+            if "nll_iwae" in m:
+                nll = f"{m['nll_iwae']:.1f} nats"
+            elif "nll_bits" in m:
+                nll = f"{m['nll_bits']:.2f} bits/code"
+            steps, walls = [], []
+            for run in runs:
+                s, w = _train_info(f"runs/table/{run}_{ds}")
+                steps.append(str(s))
+                walls.append(f"{w:.0f} s")
+            rate = out.get("samples_per_s")
+            lines.append(
+                f"| {name} | {label} | {_fmt(m['fd'])} | {_fmt(m['kid'])} "
+                f"| {_fmt(m.get('precision'), 2)} | {_fmt(m.get('recall'), 2)} | {nll} "
+                f"| {_fmt(m.get('class_accuracy'), 2)} | {out['num_samples']} "
+                f"| {_fmt(rate) if rate else ''} | {' + '.join(steps)} | {' + '.join(walls)} |"
+            )
+    return "\n".join(lines), missing, loaded
+
+
+def commands() -> str:
+    out = []
+    for label, _, runs, flags in ROWS:
+        train = "; ".join(TRAIN[r] for r in runs)
+        out.append(f"- {label}: `{train + '; ' if train else ''}python -m jaxgen.eval {flags}`")
+    return "\n".join(out)
+
+
+def plots(loaded: dict, folder: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for ds, name in DATASETS.items():
+        nfe = [(n, loaded.get((ds, f"diff_{{ds}}_dpmpp_{n}"))) for n in (10, 20, 50)]
+        nfe = [(n, o) for n, o in nfe if o]
+        cfg = [(w, loaded.get((ds, f"diff_{{ds}}_cfg_{w}"))) for w in (0, 1, 2, 3, 5)]
+        cfg = [(w, o) for w, o in cfg if o]
+        if not nfe and not cfg:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+        if nfe:
+            ax = axes[0]
+            ax.plot([n for n, _ in nfe], [o["metrics"]["fd"] for _, o in nfe], "o-")
+            ax.set_xscale("log")
+            ax.set_xlabel("NFE (DPM-Solver++ 2M)")
+            ax.set_ylabel(f"FD on jaxgen's {name} classifier features")
+            ax.set_title(f"{name}: FD vs NFE (1,000 samples)")
+        if cfg:
+            ax = axes[1]
+            ax.plot([w for w, _ in cfg], [o["metrics"]["fd"] for _, o in cfg], "o-", label="FD")
+            ax.set_xlabel("CFG scale w (NFE 20)")
+            ax.set_ylabel("FD")
+            ax2 = ax.twinx()
+            acc = [o["metrics"].get("class_accuracy", 0) for _, o in cfg]
+            ax2.plot([w for w, _ in cfg], acc, "s--", color="C1", label="class accuracy")
+            ax2.set_ylabel("class accuracy")
+            ax2.set_ylim(0, 1.05)
+            ax.set_title(f"{name}: FD and class accuracy vs w (500 samples)")
+        fig.tight_layout()
+        path = os.path.join(folder, f"eval_curves_{ds}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--evals", default="runs/table/evals")
+    ap.add_argument("--out", default="bench/results/eval_table.md")
+    ap.add_argument("--plots", default="docs/images")
+    args = ap.parse_args(argv)
+    table, missing, loaded = build(args.evals)
+    with open(args.out, "w") as f:
+        f.write("# Results table (python bench/eval_table.py)\n\n")
+        f.write(table + "\n\nCommands:\n\n" + commands() + "\n")
+        if missing:
+            f.write("\nNot measured yet: " + ", ".join(os.path.basename(m) for m in missing) + "\n")
+    print(table)
+    for path in plots(loaded, args.plots):
+        print("wrote", path)
+    if missing:
+        print(f"{len(missing)} rows missing", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
