@@ -46,7 +46,7 @@ ROWS = [
         "VQ-VAE + PixelCNN prior",
         "pixelcnn_{ds}",
         ["vqvae", "pixelcnn"],
-        "--workdir=runs/table/pixelcnn_{ds} --num=5000",
+        "--workdir=runs/table/pixelcnn_{ds} --num=2000",
     ),
 ]
 for n in (10, 20, 50):
@@ -63,7 +63,8 @@ ROWS += [
         "diffusion (demo, cond), DPM-Solver++ NFE 50, 100 samples",
         "diff_{ds}_dpmpp_50_n100",
         ["diffusion"],
-        "--workdir=runs/table/diffusion_{ds} --solver=dpm_solver++ --steps=50 --num=100 --batch=100",
+        "--workdir=runs/table/diffusion_{ds} --solver=dpm_solver++ --steps=50 --num=100 "
+        "--batch=100",
     ),
     (
         "diffusion (demo, cond), DDPM NFE 1000, 100 samples",
@@ -200,7 +201,7 @@ def main(argv=None) -> int:
     table, missing, loaded = build(args.evals)
     with open(args.out, "w") as f:
         f.write("# Results table (python bench/eval_table.py)\n\n")
-        f.write(table + "\n\nCommands:\n\n" + commands() + "\n")
+        f.write(table + "\n\nCommands (`{ds}`: mnist or fashion_mnist):\n\n" + commands() + "\n")
         if missing:
             f.write("\nNot measured yet: " + ", ".join(os.path.basename(m) for m in missing) + "\n")
     print(table)
