@@ -1,11 +1,16 @@
 """The README's results table and its plots, from the ``eval.json`` files of ``jaxgen.eval``.
 
     python bench/eval_table.py [--evals runs/table/evals] [--out bench/results/eval_table.md]
+    python bench/eval_table.py --run [--datasets mnist,fashion_mnist] [--skip STEM,...]
 
 Each row names the commands that produced it: the training runs (their steps and wall time are
 read from their ``metrics.jsonl``) and the ``python -m jaxgen.eval`` call. Rows whose JSON is
 missing are left out (and listed), so the table can be rebuilt as runs finish. Plots: FD against
 the number of model calls (NFE) and against the CFG scale, for each data set with such rows.
+
+``--run`` first produces the missing rows, in table order: it trains each row's runs that have
+not finished (a run is finished when its ``metrics.jsonl`` ends with the final eval) and then
+runs the row's ``python -m jaxgen.eval`` command, one process at a time.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import subprocess
 import sys
 
 TRAIN = {
@@ -192,12 +199,48 @@ def plots(loaded: dict, folder: str) -> list[str]:
     return written
 
 
+def _finished(workdir: str) -> bool:
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    return bool(lines) and json.loads(lines[-1]).get("split") == "eval"
+
+
+def run_missing(evals: str, datasets, skip) -> None:
+    """Train and evaluate every missing row of ``datasets`` (see the module docstring)."""
+    os.makedirs(evals, exist_ok=True)
+    for ds in datasets:
+        for _, stem, runs, flags in ROWS:
+            stem = stem.format(ds=ds)
+            out = os.path.join(evals, stem + ".json")
+            if os.path.exists(out) or stem in skip:
+                continue
+            for run in runs:
+                if not _finished(f"runs/table/{run}_{ds}"):
+                    _call(TRAIN[run].format(ds=ds))
+            _call(f"python -m jaxgen.eval {flags.format(ds=ds)} --out={out}")
+
+
+def _call(command: str) -> None:
+    args = shlex.split(command)
+    args[0] = sys.executable
+    print("+", command, flush=True)
+    subprocess.run(args, check=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--evals", default="runs/table/evals")
     ap.add_argument("--out", default="bench/results/eval_table.md")
     ap.add_argument("--plots", default="docs/images")
+    ap.add_argument("--run", action="store_true", help="produce the missing rows first")
+    ap.add_argument("--datasets", default=",".join(DATASETS), help="with --run")
+    ap.add_argument("--skip", default="", help="with --run: row stems to leave out")
     args = ap.parse_args(argv)
+    if args.run:
+        run_missing(args.evals, args.datasets.split(","), set(args.skip.split(",")))
     table, missing, loaded = build(args.evals)
     with open(args.out, "w") as f:
         f.write("# Results table (python bench/eval_table.py)\n\n")

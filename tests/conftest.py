@@ -12,7 +12,7 @@ def _share_compilations() -> None:
     """One persistent XLA compilation cache for this test session: the pytest-xdist workers and
     the train.py / sample.py subprocesses inherit its folder, so a step the suite has compiled
     once (the same tiny config, jitted again by another test or process) loads instead of
-    compiling again. Fresh per session, removed at the end; ``filelock`` guards its files."""
+    compiling again. Fresh per session, removed at the end."""
     import atexit
     import shutil
     import tempfile
@@ -23,8 +23,11 @@ def _share_compilations() -> None:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-    # A size limit turns on the cache's file lock (two workers write beside each other).
-    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(2 << 30)
+    # No size limit (-1): with a limit, JAX takes a file lock and re-reads every entry's access
+    # time on each write, which grew quadratically with the suite (46 min instead of 11 on 2
+    # cores). Two workers writing one key at once write the same bytes; a torn read is reported
+    # by JAX as a warning and compiled afresh.
+    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = "-1"
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
 

@@ -74,7 +74,9 @@ def test_every_tiny_config_trains_two_steps(path, tmp_path, tmp_path_factory):
     if get_family(config.family).capabilities(config).first_stage:
         config.first_stage.workdir = _tiny_first_stage(tmp_path_factory)
     state, summary = loop.train_and_evaluate(config, str(tmp_path))
-    assert int(state.step) == 2 and summary["eval"]["examples"] > 0
+    assert int(state.step) == 2
+    if get_family(config.family).capabilities(config).held_out:
+        assert summary["eval"]["examples"] > 0
 
 
 def test_unknown_variant_and_two_data_sets_are_named():

@@ -34,8 +34,8 @@ def _leaves(state):
 def test_families_are_found_by_name_or_module_path_and_unknown_names_are_named():
     assert get_family("vae").name == "vae"
     assert get_family(TWO_PLAYER).capabilities(None).batches_per_step == 3
-    with pytest.raises(ConfigError, match=r"family='gan' is not a known family"):
-        get_family("gan")
+    with pytest.raises(ConfigError, match=r"family='vqgan' is not a known family"):
+        get_family("vqgan")
     with pytest.raises(ConfigError, match=r"no module 'no_such.family' can be imported"):
         get_family("no_such.family")
 
@@ -121,8 +121,11 @@ def test_k_batches_are_split_along_their_batch_axis():
 
 
 def _tiny(family):
-    """A tiny config of a built-in family on procedural 16x16 shapes."""
-    config = load_config(ROOT / "configs" / f"{family}.py", "mnist,tiny")
+    """A tiny config of a built-in family on procedural 16x16 shapes (``gan:wgan_gp``: that
+    family with that variant)."""
+    family, _, variant = family.partition(":")
+    arg = f"mnist,tiny,{variant}" if variant else "mnist,tiny"
+    config = load_config(ROOT / "configs" / f"{family}.py", arg)
     config.data.source = "shapes"
     config.data.image_shape = (16, 16, 1)
     config.data.num_train, config.data.num_test = 256, 64
@@ -131,7 +134,7 @@ def _tiny(family):
     return config
 
 
-@pytest.mark.parametrize("family", ["vae", "diffusion", "classifier", TWO_PLAYER])
+@pytest.mark.parametrize("family", ["vae", "diffusion", "classifier", "gan", TWO_PLAYER])
 def test_every_step_draws_fresh_randomness(family):
     """A family that draws noise in its step must draw it from ``fold_in(rng, step)``: the same
     state and batch at another step number give another update (one reused key would not)."""
@@ -245,7 +248,7 @@ def _prior_on_fake_tokenizer(tmp_path):
     return config
 
 
-@pytest.mark.parametrize("family", ["diffusion", "classifier", "pixelcnn"])
+@pytest.mark.parametrize("family", ["diffusion", "classifier", "pixelcnn", "gan", "gan:wgan_gp"])
 def test_stop_and_resume_is_bit_exact_and_eight_devices_equal_one(family, tmp_path):
     """For every family: a run stopped after one step and resumed equals an unbroken one bit
     for bit, and the same run on one device matches the 8-device run."""

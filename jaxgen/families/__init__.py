@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 
 from jaxgen.errors import ConfigError
 
-FAMILIES = ("vae", "vqvae", "pixelcnn", "diffusion", "classifier")
+FAMILIES = ("vae", "vqvae", "pixelcnn", "diffusion", "classifier", "gan")
 REDUCTIONS = ("mean", "sum", "histogram")
 
 

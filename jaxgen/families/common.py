@@ -8,7 +8,7 @@ import optax
 
 from jaxgen.errors import ConfigError
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 
 
 def to_unit_interval(images: jax.Array) -> jax.Array:
@@ -33,7 +33,8 @@ def example_keys(rng: jax.Array, index: jax.Array) -> jax.Array:
 
 def make_optimizer(opt) -> optax.GradientTransformation:
     """Optimiser from ``config.optimizer``: name, learning_rate, warmup_steps, decay_steps
-    (cosine decay to 0 after warm-up when > 0), weight_decay, grad_clip (0: none), b1, b2."""
+    (cosine decay to 0 after warm-up when > 0), weight_decay, grad_clip (0: none), b1, b2
+    (adam/adamw betas; sgd and rmsprop momentum is b1)."""
     lr = opt.learning_rate
     if opt.decay_steps > 0:
         schedule = optax.warmup_cosine_decay_schedule(
@@ -47,6 +48,12 @@ def make_optimizer(opt) -> optax.GradientTransformation:
         tx = optax.adam(schedule, b1=opt.b1, b2=opt.b2)
     elif opt.name == "adamw":
         tx = optax.adamw(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay)
+    elif opt.name == "rmsprop":
+        # PyTorch's RMSprop defaults (smoothing 0.99, eps 1e-8 outside the root), which the WGAN
+        # paper's code used; b1 > 0 adds momentum.
+        tx = optax.rmsprop(
+            schedule, decay=0.99, eps=1e-8, momentum=opt.b1 or None, eps_in_sqrt=False
+        )
     else:
         tx = optax.sgd(schedule, momentum=opt.b1)
     if opt.grad_clip > 0:
