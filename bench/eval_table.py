@@ -32,6 +32,14 @@ TRAIN = {
         "python train.py --config=configs/vqvae.py:{ds} --workdir=runs/table/vqvae_{ds} "
         "--config.train.num_steps=600"
     ),
+    "dcgan": (
+        "python train.py --config=configs/gan.py:{ds} --workdir=runs/table/dcgan_{ds} "
+        "--config.train.num_steps=5000"
+    ),
+    "wgan_gp": (
+        "python train.py --config=configs/gan.py:{ds},wgan_gp --workdir=runs/table/wgan_gp_{ds} "
+        "--config.train.num_steps=2000"
+    ),
     "pixelcnn": (
         "python train.py --config=configs/pixelcnn.py:{ds} --workdir=runs/table/pixelcnn_{ds} "
         "--config.first_stage.workdir=runs/table/vqvae_{ds} --config.train.num_steps=600"
@@ -55,6 +63,8 @@ ROWS = [
         ["vqvae", "pixelcnn"],
         "--workdir=runs/table/pixelcnn_{ds} --num=2000",
     ),
+    ("DCGAN", "dcgan_{ds}", ["dcgan"], "--workdir=runs/table/dcgan_{ds}"),
+    ("WGAN-GP", "wgan_gp_{ds}", ["wgan_gp"], "--workdir=runs/table/wgan_gp_{ds}"),
 ]
 for n in (10, 20, 50):
     ROWS.append(
