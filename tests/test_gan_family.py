@@ -68,12 +68,12 @@ def test_each_update_moves_only_its_player_and_the_scan_equals_separate_calls(va
         _leaves(sep.players["discriminator"]),
         strict=True,
     ):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     for a, b in zip(_leaves(stepped.players["generator"]), _leaves(gen), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     if stats is not None:
         for a, b in zip(_leaves(stepped.extra["generator_stats"]), _leaves(stats), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert int(stepped.step) == 1
     assert {"d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm"} <= set(metrics)
     if variant == "wgan":

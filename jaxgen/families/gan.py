@@ -248,7 +248,13 @@ def adversarial_step(config, state: State, real: jax.Array) -> tuple[State, dict
         view = state.replace(players={**state.players, "discriminator": disc})
         return discriminator_update(config, view, batch, jax.random.fold_in(key, j))
 
-    disc, d_metrics = jax.lax.scan(critic, state.players["discriminator"], (real, jnp.arange(n)))
+    if n == 1:  # no loop to write: a scan of length one only costs (measured: bench/)
+        disc, d_metrics = critic(state.players["discriminator"], (real[0], 0))
+        d_metrics = jax.tree.map(lambda v: v[None], d_metrics)
+    else:
+        disc, d_metrics = jax.lax.scan(
+            critic, state.players["discriminator"], (real, jnp.arange(n))
+        )
     state_d = state.replace(players={**state.players, "discriminator": disc})
     gen, new_stats, g_metrics = generator_update(
         config, state_d, real.shape[1], jax.random.fold_in(key, n)

@@ -85,9 +85,11 @@ class Norm(nn.Module):
 
 class ConvGenerator(nn.Module):
     """Noise -> dense to ``channels[0]`` maps at ``H / 2^n`` -> ``n = len(channels)`` x2
-    upsampling stages (norm, ReLU, conv + pixel shuffle) -> norm, ReLU, 3x3 conv to C -> tanh.
+    upsampling stages (norm, ReLU, conv + pixel shuffle), the last of which outputs the image's
+    C channels directly (as DCGAN's last transposed convolution does) -> tanh.
 
-    Widths fall through ``channels`` (e.g. (128, 64) for 7 -> 14 -> 28)."""
+    Stage ``i`` ends with ``channels[i + 1]`` channels (the image's C after the last), e.g.
+    (128, 64) for 7x7x128 -> 14x14x64 -> 28x28xC."""
 
     out_shape: Sequence[int]
     channels: Sequence[int] = (128, 64)
@@ -109,13 +111,14 @@ class ConvGenerator(nn.Module):
         bias = self.norm != "batch"
         x = nn.Dense(h0 * w0 * self.channels[0], kernel_init=kinit, use_bias=bias)(z)
         x = x.reshape(z.shape[0], h0, w0, self.channels[0])
-        for i, c in enumerate(self.channels):
-            out = self.channels[i + 1] if i + 1 < n else c
+        for i in range(n):
+            last = i + 1 == n
+            out = c_img if last else self.channels[i + 1]
             x = nn.relu(norm(x))
-            x = nn.Conv(4 * out, (3, 3), padding="SAME", kernel_init=kinit, use_bias=bias)(x)
+            x = nn.Conv(
+                4 * out, (3, 3), padding="SAME", kernel_init=kinit, use_bias=bias or last
+            )(x)
             x = depth_to_space(x, 2)
-        x = nn.relu(norm(x))
-        x = nn.Conv(c_img, (3, 3), padding="SAME", kernel_init=kinit)(x)
         return jnp.tanh(x)
 
 
