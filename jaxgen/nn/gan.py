@@ -115,9 +115,9 @@ class ConvGenerator(nn.Module):
             last = i + 1 == n
             out = c_img if last else self.channels[i + 1]
             x = nn.relu(norm(x))
-            x = nn.Conv(
-                4 * out, (3, 3), padding="SAME", kernel_init=kinit, use_bias=bias or last
-            )(x)
+            x = nn.Conv(4 * out, (3, 3), padding="SAME", kernel_init=kinit, use_bias=bias or last)(
+                x
+            )
             x = depth_to_space(x, 2)
         return jnp.tanh(x)
 
