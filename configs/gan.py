@@ -34,17 +34,11 @@ VARIANTS = {
 }
 
 
-def _optimizer(lr, b1, b2, name="adam"):
-    return common.section(
-        name=name,
-        learning_rate=lr,
-        b1=b1,
-        b2=b2,
-        weight_decay=0.0,
-        warmup_steps=0,
-        decay_steps=0,
-        grad_clip=0.0,
-    )
+def _optimizer(c, lr, b1, b2, name="adam"):
+    """The engine's optimizer section (every key it has) with these values."""
+    o = common.section(**c.optimizer.to_dict())
+    o.update(name=name, learning_rate=lr, b1=b1, b2=b2)
+    return o
 
 
 def get_config(arg=None):
@@ -69,8 +63,8 @@ def get_config(arg=None):
         r1_gamma=0.0,  # R1 penalty gamma (the term is gamma / 2 * E |grad D(real)|^2)
     )
     # optimizer: the generator's; optimizer_d: the discriminator's (critic's).
-    c.optimizer = _optimizer(2e-4, 0.5, 0.999)
-    c.optimizer_d = _optimizer(2e-4, 0.5, 0.999)
+    c.optimizer = _optimizer(c, 2e-4, 0.5, 0.999)
+    c.optimizer_d = _optimizer(c, 2e-4, 0.5, 0.999)
     c.train.batch_size = 64
     c.train.num_steps = 10_000
     c.train.log_every = 100
@@ -88,16 +82,16 @@ def get_config(arg=None):
         c.gan.loss = "wasserstein"
         c.gan.clip = 0.01
         c.gan.n_critic = 5
-        c.optimizer = _optimizer(5e-5, 0.0, 0.999, "rmsprop")
-        c.optimizer_d = _optimizer(5e-5, 0.0, 0.999, "rmsprop")
+        c.optimizer = _optimizer(c, 5e-5, 0.0, 0.999, "rmsprop")
+        c.optimizer_d = _optimizer(c, 5e-5, 0.0, 0.999, "rmsprop")
     if "wgan_gp" in variants:
         c.gan.loss = "wasserstein"
         c.gan.clip = 0.0
         c.gan.gp_weight = 10.0
         c.gan.n_critic = 5
         c.model.d_norm = "layer"
-        c.optimizer = _optimizer(1e-4, 0.0, 0.9)
-        c.optimizer_d = _optimizer(1e-4, 0.0, 0.9)
+        c.optimizer = _optimizer(c, 1e-4, 0.0, 0.9)
+        c.optimizer_d = _optimizer(c, 1e-4, 0.0, 0.9)
     if "fd" in variants:
         c.evals.samples = common.section(type="samples", every=1_000, num=2_000, batch=500)
     if "tiny" in variants:
