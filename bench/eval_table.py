@@ -5,7 +5,8 @@
 
 Each row names the commands that produced it: the training runs (their steps and wall time are
 read from their ``metrics.jsonl``) and the ``python -m jaxgen.eval`` call. Rows whose JSON is
-missing are left out (and listed), so the table can be rebuilt as runs finish. Plots: FD against
+missing are taken from the table already at ``--out`` (the committed one), or else left out and
+listed, so the table can be rebuilt as runs finish, on any machine. Plots: FD against
 the number of model calls (NFE) and against the CFG scale, for each data set with such rows.
 
 ``--run`` first produces the missing rows, in table order: it trains each row's runs that have
@@ -123,8 +124,22 @@ def _fmt(value, digits=3):
     return f"{value:.{digits}g}"
 
 
-def build(evals: str) -> tuple[str, list[str], dict]:
+def previous_rows(path: str) -> dict:
+    """The rows of an earlier table at ``path``, by (data set name, model label): a row whose
+    JSON is not on this machine (``runs/`` is never committed) is kept as it was measured."""
+    rows = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                if line.startswith("| ") and len(cells) == 12 and cells[0] in DATASETS.values():
+                    rows[(cells[0], cells[1])] = line.rstrip("\n")
+    return rows
+
+
+def build(evals: str, previous: dict | None = None) -> tuple[str, list[str], dict]:
     lines, missing, loaded = [], [], {}
+    previous = previous or {}
     header = (
         "| data | model | FD | KID | precision | recall | NLL | class acc. | N | samples/s "
         "| train steps | train wall |"
@@ -134,7 +149,10 @@ def build(evals: str) -> tuple[str, list[str], dict]:
         for label, stem, runs, _ in ROWS:
             path = os.path.join(evals, stem.format(ds=ds) + ".json")
             if not os.path.exists(path):
-                missing.append(path)
+                if (name, label) in previous:
+                    lines.append(previous[(name, label)])
+                else:
+                    missing.append(path)
                 continue
             with open(path) as f:
                 out = json.load(f)
@@ -218,14 +236,15 @@ def _finished(workdir: str) -> bool:
     return bool(lines) and json.loads(lines[-1]).get("split") == "eval"
 
 
-def run_missing(evals: str, datasets, skip) -> None:
-    """Train and evaluate every missing row of ``datasets`` (see the module docstring)."""
+def run_missing(evals: str, datasets, skip, previous: dict) -> None:
+    """Train and evaluate every row of ``datasets`` that neither ``evals`` nor the previous
+    table holds (see the module docstring)."""
     os.makedirs(evals, exist_ok=True)
     for ds in datasets:
-        for _, stem, runs, flags in ROWS:
+        for label, stem, runs, flags in ROWS:
             stem = stem.format(ds=ds)
             out = os.path.join(evals, stem + ".json")
-            if os.path.exists(out) or stem in skip:
+            if os.path.exists(out) or stem in skip or (DATASETS[ds], label) in previous:
                 continue
             for run in runs:
                 if not _finished(f"runs/table/{run}_{ds}"):
@@ -249,9 +268,10 @@ def main(argv=None) -> int:
     ap.add_argument("--datasets", default=",".join(DATASETS), help="with --run")
     ap.add_argument("--skip", default="", help="with --run: row stems to leave out")
     args = ap.parse_args(argv)
+    previous = previous_rows(args.out)
     if args.run:
-        run_missing(args.evals, args.datasets.split(","), set(args.skip.split(",")))
-    table, missing, loaded = build(args.evals)
+        run_missing(args.evals, args.datasets.split(","), set(args.skip.split(",")), previous)
+    table, missing, loaded = build(args.evals, previous)
     with open(args.out, "w") as f:
         f.write("# Results table (python bench/eval_table.py)\n\n")
         f.write(table + "\n\nCommands (`{ds}`: mnist or fashion_mnist):\n\n" + commands() + "\n")

@@ -104,6 +104,13 @@ def main():
             f"| {r['loop_steps_per_s']:.2f} | {r['steps_per_s'] / r['loop_steps_per_s']:.2f} "
             f"| {r['images_per_s']:.0f} | {r['compile_s']:.1f} | {r['peak_rss_mb']:.0f} |"
         )
+    lines += [
+        "",
+        "The critic loop is one fully unrolled `lax.scan` (`unroll=True`). On 2026-12-02 the same",
+        "loop as a rolled scan (XLA lowers it to a while loop) ran WGAN at batch 64 at 0.15",
+        "steps/s against 1.31 for separate calls (0.11x), and a length-1 scan at a third of a",
+        "direct call; unrolled, the two match (the scan / separate column above).",
+    ]
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
