@@ -106,10 +106,12 @@ def main():
         )
     lines += [
         "",
-        "The critic loop is one fully unrolled `lax.scan` (`unroll=True`). On 2026-12-02 the same",
-        "loop as a rolled scan (XLA lowers it to a while loop) ran WGAN at batch 64 at 0.15",
-        "steps/s against 1.31 for separate calls (0.11x), and a length-1 scan at a third of a",
-        "direct call; unrolled, the two match (the scan / separate column above).",
+        "The critic loop is one fully unrolled `lax.scan` (`unroll=True`), and a direct call when",
+        "n_critic is 1. A rolled scan is a while loop in XLA, and on this CPU backend conv",
+        "updates inside one ran far slower: WGAN at batch 64 at 0.15 steps/s against 1.31 for",
+        "separate calls (0.11x, 2026-12-02), and DCGAN at batch 64 at 0.89 against 6.84 (0.13x,",
+        "2026-12-03: JAX 0.10 lowers a scan of length one to a while loop even with",
+        "`unroll=True`). Unrolled, scan and separate calls match (the scan / separate column).",
     ]
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -4,8 +4,8 @@ Two players, each a ``TrainState`` with its own optimiser: ``generator`` (``opti
 ``discriminator`` (``optimizer_d``; for a Wasserstein loss it is the critic). One train step:
 
 1. with the generator fixed, ``gan.n_critic`` discriminator updates, one per data batch of the
-   step (the engine hands ``[n_critic, B, ...]``), as one unrolled ``lax.scan``;
-   each draws fresh noise, and with ``gan.clip > 0`` clips every critic weight to
+   step (the engine hands ``[n_critic, B, ...]``), as one unrolled ``lax.scan`` (a direct
+   call for one); each draws fresh noise, and with ``gan.clip > 0`` clips every critic weight to
    ``[-clip, clip]`` after its update;
 2. with the discriminator fixed, one generator update on fresh noise.
 
@@ -250,11 +250,17 @@ def adversarial_step(config, state: State, real: jax.Array) -> tuple[State, dict
         return discriminator_update(config, view, batch, jax.random.fold_in(key, j))
 
     # Fully unrolled: on XLA's CPU backend a rolled scan (a while loop) of conv updates ran
-    # 9x slower than the same updates as separate calls (bench/results/gan_cpu.md); unrolled,
+    # 8-9x slower than the same updates as separate calls (bench/results/gan_cpu.md); unrolled,
     # it matches them and compiles no slower. n_critic is small, so the program stays small.
-    disc, d_metrics = jax.lax.scan(
-        critic, state.players["discriminator"], (real, jnp.arange(n)), unroll=True
-    )
+    # JAX (0.10) still emits a while loop for a scan of length one, even with unroll=True, so
+    # one update is a direct call.
+    if n == 1:
+        disc, d_metrics = critic(state.players["discriminator"], (real[0], 0))
+        d_metrics = jax.tree.map(lambda v: v[None], d_metrics)
+    else:
+        disc, d_metrics = jax.lax.scan(
+            critic, state.players["discriminator"], (real, jnp.arange(n)), unroll=True
+        )
     state_d = state.replace(players={**state.players, "discriminator": disc})
     gen, new_stats, g_metrics = generator_update(
         config, state_d, real.shape[1], jax.random.fold_in(key, n)
