@@ -61,6 +61,7 @@ def get_config(arg=None):
         clip=0.0,  # > 0: WGAN weight clipping to [-clip, clip]
         gp_weight=0.0,  # WGAN-GP lambda
         r1_gamma=0.0,  # R1 penalty gamma (the term is gamma / 2 * E |grad D(real)|^2)
+        pack=1,  # PacGAN: D judges packs of this many samples (all real or all fake)
     )
     # optimizer: the generator's; optimizer_d: the discriminator's (critic's).
     c.optimizer = _optimizer(c, 2e-4, 0.5, 0.999)

@@ -170,6 +170,7 @@ def test_sampling_uses_running_statistics_so_a_sample_does_not_depend_on_its_bat
         ({"model.g_norm": "instance"}, r"model.g_norm='instance' is not one of"),
         ({"optimizer_d.name": "lion"}, r"optimizer_d.name='lion' is not one of"),
         ({"gan.clip": -0.01}, r"gan.clip=-0.01 must be >= 0"),
+        ({"gan.pack": 3}, r"gan.pack=3 must divide train.batch_size=16"),
     ],
 )
 def test_bad_recipes_are_refused_with_the_key_and_the_fix(changes, message):
@@ -179,6 +180,28 @@ def test_bad_recipes_are_refused_with_the_key_and_the_fix(changes, message):
         config[section][name] = value
     with pytest.raises(ConfigError, match=message):
         gan.validate_config(config)
+
+
+def test_packing_puts_samples_side_by_side_and_a_pack_is_judged_as_one():
+    x = jnp.arange(4 * 3 * 3 * 2, dtype=jnp.float32).reshape(4, 3, 3, 2)
+    config = _config("wgan_gp")
+    config.gan.pack = 2
+    packs = gan.pack(config, x)
+    assert packs.shape == (2, 3, 3, 4)
+    np.testing.assert_array_equal(packs[1], jnp.concatenate([x[2], x[3]], axis=-1))
+    # Each pack's score depends on both of its members and on no other sample; the penalty
+    # and the losses see packs, so the critic update runs on them.
+    state = gan.init(config, jax.random.PRNGKey(0))
+    d_params = state.players["discriminator"].params
+
+    def first_score(images):
+        return gan._scores(config, d_params, gan.pack(config, images))[0]
+
+    x = jax.random.normal(jax.random.PRNGKey(1), (8, 16, 16, 1))
+    per_sample = jnp.sum(jnp.abs(jax.grad(lambda v: jnp.sum(first_score(v)))(x)), (1, 2, 3))
+    assert bool(jnp.all(per_sample[:2] > 0)) and bool(jnp.all(per_sample[2:] == 0))
+    _, metrics = jax.jit(lambda s, r: gan.adversarial_step(config, s, r))(state, _real(config))
+    assert metrics["gp"] > 0 and np.isfinite(float(metrics["g_loss"]))
 
 
 def test_recipes_carry_their_papers_defaults():

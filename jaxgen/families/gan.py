@@ -9,6 +9,11 @@ Two players, each a ``TrainState`` with its own optimiser: ``generator`` (``opti
    ``[-clip, clip]`` after its update;
 2. with the discriminator fixed, one generator update on fresh noise.
 
+Packing (PacGAN, Lin et al. 2018): with ``gan.pack = m > 1`` the discriminator judges ``m``
+samples at once, concatenated along the last (channel or feature) axis, all real or all fake;
+a generator that drops modes makes packs whose members look alike, which one sample alone
+cannot show. Every penalty then acts on packs, the discriminator's real examples.
+
 Losses (``gan.loss``, ``jaxgen.losses.gan``): ``minimax``, ``nonsaturating``, ``hinge``,
 ``lsgan``, ``wasserstein``. Penalties on the discriminator: WGAN-GP's
 ``gp_weight * E (|grad f(x_hat)| - 1)^2`` and R1's ``r1_gamma / 2 * E |grad D(x)|^2``; both need
@@ -72,6 +77,12 @@ def validate_config(config) -> None:
     check_choice(config, "gan.loss", gan_losses.LOSSES)
     check_int(m.noise_dim, "model.noise_dim", 1)
     check_int(g.n_critic, "gan.n_critic", 1)
+    check_int(g.pack, "gan.pack", 1)
+    if config.train.batch_size % g.pack:
+        raise ConfigError(
+            f"gan.pack={g.pack} must divide train.batch_size={config.train.batch_size}: the "
+            "discriminator sees the batch as batch_size / pack packs"
+        )
     check_optimizer(config.optimizer)
     check_optimizer(config.optimizer_d, "optimizer_d")
     for key in ("clip", "gp_weight", "r1_gamma"):
@@ -131,7 +142,7 @@ def init(config, rng: jax.Array, example_batch=None) -> State:
     z = jnp.zeros((2, config.model.noise_dim), jnp.float32)
     g_vars = build_generator(config).init(jax.random.fold_in(rng, 0), z, train=False)
     d_vars = build_discriminator(config).init(
-        jax.random.fold_in(rng, 1), jnp.zeros((2, *shape), jnp.float32)
+        jax.random.fold_in(rng, 1), pack(config, jnp.zeros((2 * config.gan.pack, *shape)))
     )
     players = {
         "generator": TrainState.create(g_vars["params"], make_optimizer(config.optimizer)),
@@ -154,8 +165,19 @@ def generate(config, g_params, g_stats, z: jax.Array, train: bool):
     return out, updates["batch_stats"]
 
 
-def _scores(config, d_params, x):
-    return build_discriminator(config).apply({"params": d_params}, x)
+def pack(config, x: jax.Array) -> jax.Array:
+    """``[B, ..., C]`` samples as ``[B / m, ..., m C]`` packs for ``m = gan.pack``: consecutive
+    samples side by side along the last axis (PacGAN). The identity for ``m = 1``."""
+    m = config.gan.pack
+    if m == 1:
+        return x
+    b, *rest = x.shape
+    x = jnp.moveaxis(x.reshape(b // m, m, *rest), 1, -2)
+    return x.reshape(b // m, *rest[:-1], m * rest[-1])
+
+
+def _scores(config, d_params, packs):
+    return build_discriminator(config).apply({"params": d_params}, packs)
 
 
 def _noise(config, key, n):
@@ -178,8 +200,8 @@ def discriminator_update(config, state: State, real: jax.Array, key: jax.Array):
     g_stats = state.extra["generator_stats"] if state.extra else None
     z = _noise(config, jax.random.fold_in(key, 0), real.shape[0])
     fake, _ = generate(config, gen.params, g_stats, z, train=True)
-    fake = jax.lax.stop_gradient(fake)
-    real = real.astype(jnp.float32)
+    fake = pack(config, jax.lax.stop_gradient(fake))
+    real = pack(config, real.astype(jnp.float32))
 
     def objective(d_params):
         real_scores = _scores(config, d_params, real)
@@ -224,7 +246,7 @@ def generator_update(config, state: State, batch_size: int, key: jax.Array):
 
     def objective(g_params):
         fake, new_stats = generate(config, g_params, g_stats, z, train=True)
-        fake_scores = _scores(config, d_params, fake)
+        fake_scores = _scores(config, d_params, pack(config, fake))
         loss = gan_losses.generator_loss(config.gan.loss, fake_scores)
         return loss, {"g_loss": loss, "new_stats": new_stats}
 
