@@ -1,7 +1,8 @@
 """Mode collapse on the 2-D Gaussian ring (8 modes) and grid (25 modes): GAN (minimax),
 GAN (non-saturating), WGAN (clipping) and WGAN-GP, several seeds each.
 
-    python bench/gan_modes.py [--steps 10000] [--seeds 5] [--out bench/results/gan_modes_cpu.md]
+    python bench/gan_modes.py [--steps 10000] [--seeds 5] [--mixtures ring,grid]
+        [--recipes LABEL,...] [--set SECTION.KEY=VALUE ...] [--out bench/results/gan_modes_cpu.md]
 
 Protocol (VEEGAN / PacGAN / GDPP; ``jaxgen.eval.modes``): ring radius 2 with std 0.02, grid
 points 2 apart with std 0.05; after training, 2,500 samples per seed; a sample is high quality
@@ -18,8 +19,10 @@ every critic update. Writes the table and a scatter-plot grid (seed 0 of each re
 from __future__ import annotations
 
 import argparse
+import ast
 import functools
 import os
+import shlex
 import sys
 import time
 
@@ -27,11 +30,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 RECIPES = {
-    # label: configs/gan.py variant
-    "GAN (minimax)": "minimax",
-    "GAN (non-saturating)": "dcgan",
-    "WGAN (clipping)": "wgan",
-    "WGAN-GP": "wgan_gp",
+    # label: (configs/gan.py variant, overrides)
+    "GAN (minimax)": ("minimax", {}),
+    "GAN (non-saturating)": ("dcgan", {}),
+    "WGAN (clipping)": ("wgan", {}),
+    "WGAN-GP": ("wgan_gp", {}),
+    "PacGAN2 (non-saturating)": ("dcgan", {"gan.pack": 2}),
 }
 PUBLISHED = """Published anchors for the 25-grid (modes / high-quality share): GAN 3.3 / 0.5%
 (VEEGAN's table) to 17.3 / 94.8% (PacGAN's); WGAN-GP 24.2 / 28.7% (GDPP); VEEGAN 24.6 / 40%;
@@ -131,7 +135,14 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=10_000, help="generator steps per run")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--mixtures", default="ring,grid")
-    ap.add_argument("--recipes", default=",".join(RECIPES))
+    ap.add_argument("--recipes", default=",".join(RECIPES), help="labels, comma-separated")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a config change for every recipe (repeatable), e.g. optimizer.decay_steps=20000",
+    )
     ap.add_argument("--out", default="bench/results/gan_modes_cpu.md")
     ap.add_argument("--plot", default="docs/images/gan_modes.png")
     args = ap.parse_args(argv)
@@ -146,10 +157,23 @@ def main(argv=None) -> int:
 
     mixtures = args.mixtures.split(",")
     recipes = [r for r in RECIPES if r in args.recipes.split(",")]
+    changes = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or key.count(".") != 1:
+            ap.error(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        try:
+            changes[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            changes[key] = value
+    unknown = set(args.recipes.split(",")) - set(RECIPES)
+    if unknown:
+        ap.error(f"--recipes: {sorted(unknown)} are not among {list(RECIPES)}")
     rows, points = [], {}
     for mixture in mixtures:
         for label in recipes:
-            config = recipe_config(RECIPES[label])
+            variant, overrides = RECIPES[label]
+            config = recipe_config(variant, {**overrides, **changes})
             states, secs = train_seeds(config, mixture, range(args.seeds), args.steps)
             scores, pts = evaluate(config, states, mixture)
             points[(mixture, label)] = pts
@@ -185,7 +209,7 @@ def main(argv=None) -> int:
     header = [
         "# GAN mode collapse on 2-D mixtures (CPU)",
         "",
-        f"`python bench/gan_modes.py --steps {args.steps} --seeds {args.seeds}` on "
+        f"`python bench/gan_modes.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}` on "
         f"{jax.devices()[0].device_kind}, JAX {jax.__version__}. Mean ± standard error over "
         f"{args.seeds} seeds; 2,500 samples per seed after {args.steps:,} generator steps "
         "(each with n_critic critic steps); wall time for all seeds together. Scatter plots: "
