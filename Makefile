@@ -13,7 +13,7 @@ EVALUATORS  ?= $(or $(JAXGEN_EVALUATORS),runs/evaluators)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q -e '.[test,bench,perceptual]'
 	touch $(STAMP)
 
 install: $(STAMP)

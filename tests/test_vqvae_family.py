@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, load_config
+from conftest import ROOT, load_config, require_data
 from test_engine import _leaves, _run_steps
 
 from jaxgen import quantize as vq
@@ -187,3 +187,53 @@ def test_bad_vqvae_config_values_are_named(key, value, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
         loop.train_and_evaluate(config, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("codebook", ["loss", "ema"])
+def test_seeding_puts_every_code_on_an_encoder_output_of_the_first_batch(codebook):
+    config = _config() if codebook == "ema" else _config("loss")
+    config.vq.seed_from_data, config.vq.restart_after = True, 0
+    state, batch = _state_and_batch(config)
+    step = jax.jit(functools.partial(vqvae.train_step, config))
+    x = to_unit_interval(batch["image"])
+    z_e = jax.jit(lambda s: vqvae.encode(config, s.model.params, x))(state)
+    seeded, _ = step(state, batch)
+    flat = np.asarray(z_e).reshape(-1, config.vq.dim)
+    for row in np.asarray(vqvae.codebook_of(seeded)):
+        assert np.min(np.abs(flat - row).max(axis=1)) < 1e-6
+    # only step 0 seeds: a later step leaves every row where its own update puts it (up to
+    # float rounding: the two programs fuse differently)
+    later = seeded.replace(step=jnp.asarray(1, jnp.int32))
+    config.vq.seed_from_data = False
+    expected, _ = jax.jit(functools.partial(vqvae.train_step, config))(later, batch)
+    config.vq.seed_from_data = True
+    again, _ = step(later, batch)
+    np.testing.assert_allclose(
+        vqvae.codebook_of(again), vqvae.codebook_of(expected), rtol=1e-6, atol=1e-7
+    )
+
+
+def test_restarts_of_a_seeded_loss_codebook_do_not_shock_the_decoder():
+    """The README's restart problem, on real MNIST. Unseeded, a codebook learned by the VQ loss
+    (Adam moves each row by about the learning rate a step) stays near its +-1/K start while
+    the encoder's outputs grow, so the decoder learns on tiny codes; the first restart then puts
+    hundreds of codes on encoder outputs orders of magnitude larger, the loss jumps by hundreds
+    of times, and Adam's second moments carry the shock for the rest of the run. Seeded from
+    the first batch, the codebook starts on the encoder's scale and a restart is a small step."""
+    config = load_config(ROOT / "configs" / "vqvae.py", "mnist,loss")
+    if not require_data(config.data.path):
+        pytest.skip("MNIST is not on this machine")
+    config.vq.restart_after = 15
+    config.optimizer.warmup_steps, config.optimizer.decay_steps = 0, 0
+    train, _ = load_splits(config.data)
+    setup = loop.make_setup(config, jax.devices()[:1])
+    state = setup.init_state()
+    step = jax.jit(functools.partial(vqvae.train_step, config))
+    mse, restarted = [], []
+    for i in range(20):
+        state, m = step(state, train_batch(train, config.seed, i, config.train.batch_size))
+        mse.append(float(m["mse"]))
+        restarted.append(float(m["restarted"]))
+    first = next(i for i, r in enumerate(restarted) if r > 0)
+    assert restarted[first] > 50, restarted  # many codes were re-seeded at once
+    assert max(mse[first + 1 : first + 4]) < 2 * mse[first], (first, mse)

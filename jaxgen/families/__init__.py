@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 
 from jaxgen.errors import ConfigError
 
-FAMILIES = ("vae", "vqvae", "pixelcnn", "diffusion", "classifier", "gan")
+FAMILIES = ("vae", "vqvae", "pixelcnn", "diffusion", "classifier", "gan", "vqgan")
 REDUCTIONS = ("mean", "sum", "histogram")
 
 

@@ -64,9 +64,9 @@ def latent_shape(config) -> tuple[int, int]:
     return h // factor, w // factor
 
 
-def validate_config(config) -> None:
+def check_vq(config) -> None:
+    """The ``vq`` section's checks, shared with the VQ-GAN."""
     check_choice(config, "vq.codebook", CODEBOOKS)
-    check_optimizer(config.optimizer)
     for key in ("num_codes", "dim"):
         if not isinstance(config.vq[key], int) or config.vq[key] < 1:
             raise ConfigError(f"vq.{key}={config.vq[key]!r} must be a positive integer")
@@ -76,11 +76,18 @@ def validate_config(config) -> None:
         raise ConfigError(f"vq.ema_decay={config.vq.ema_decay!r} must be in [0, 1) (e.g. 0.99)")
     if not config.vq.ema_eps > 0:
         raise ConfigError(f"vq.ema_eps={config.vq.ema_eps!r} must be > 0 (e.g. 1e-5)")
+    if not isinstance(config.vq.seed_from_data, bool):
+        raise ConfigError(f"vq.seed_from_data={config.vq.seed_from_data!r} must be True or False")
     if not isinstance(config.vq.restart_after, int) or config.vq.restart_after < 0:
         raise ConfigError(
             f"vq.restart_after={config.vq.restart_after!r} must be an integer >= 0 "
             "(0: no dead-code restarts)"
         )
+
+
+def validate_config(config) -> None:
+    check_vq(config)
+    check_optimizer(config.optimizer)
     factor = 2 ** len(config.model.channels)
     h, w, _ = config.data.image_shape
     if not config.model.channels or h % factor or w % factor:
@@ -189,6 +196,46 @@ def loss_fn(config, params, codebook: jax.Array, x: jax.Array):
     return loss, (metrics, z_e, q.indices, x_hat)
 
 
+def codebook_step(config, params, state: State, z_e: jax.Array, indices: jax.Array):
+    """The codebook's explicit state transforms after a gradient step: at step 0 with
+    ``vq.seed_from_data``, every code seeded from the batch's encoder outputs; the EMA update
+    (with ``vq.codebook == 'ema'``), the unused-step counters and dead-code restarts. ``z_e`` and
+    ``indices`` are the step's encoder outputs and codes; ``params`` the updated parameters
+    (holding the codebook when it is learned by the loss). Returns ``(params, extra,
+    restarted)``, ``extra`` being ``{"ema", "unused"}``. The VQ-GAN shares it."""
+    ema = config.vq.codebook == "ema"
+    ema_state = state.extra["ema"]
+    if ema:
+        ema_state = vq.ema_update(
+            ema_state, z_e, indices, decay=config.vq.ema_decay, eps=config.vq.ema_eps
+        )
+    if config.vq.seed_from_data:
+        # Step 0: every code becomes one of the first batch's encoder outputs (the restart
+        # transform with every code counted dead), so the codebook starts on the encoder's scale.
+        first = jnp.where(state.step == 0, 1, 0) * jnp.ones_like(state.extra["unused"])
+        key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 1)
+        if ema:
+            ema_state, _ = vq.restart_dead_codes_ema(ema_state, first, z_e, key, 1)
+        else:
+            codebook, _ = vq.restart_dead_codes(params["codebook"], first, z_e, key, 1)
+            params = {**params, "codebook": codebook}
+    unused = vq.update_unused(state.extra["unused"], indices)
+    restarted = jnp.zeros((), jnp.float32)
+    if config.vq.restart_after > 0:
+        rng = jax.random.fold_in(state.rng, state.step)
+        restarted = jnp.sum(unused >= config.vq.restart_after).astype(jnp.float32)
+        if ema:
+            ema_state, unused = vq.restart_dead_codes_ema(
+                ema_state, unused, z_e, rng, config.vq.restart_after
+            )
+        else:
+            codebook, unused = vq.restart_dead_codes(
+                params["codebook"], unused, z_e, rng, config.vq.restart_after
+            )
+            params = {**params, "codebook": codebook}
+    return params, {"ema": ema_state, "unused": unused}, restarted
+
+
 def train_step(config, state: State, batch) -> tuple[State, dict]:
     x = to_unit_interval(batch["image"])
     ema = config.vq.codebook == "ema"
@@ -204,30 +251,11 @@ def train_step(config, state: State, batch) -> tuple[State, dict]:
     model, (metrics, z_e, indices, _), grad_norm = gradient_step(
         state.model, make_optimizer(config.optimizer), objective
     )
-    params = model.params
-    ema_state = state.extra["ema"]
-    if ema:
-        ema_state = vq.ema_update(
-            ema_state, z_e, indices, decay=config.vq.ema_decay, eps=config.vq.ema_eps
-        )
-    unused = vq.update_unused(state.extra["unused"], indices)
-    restarted = jnp.zeros((), jnp.float32)
-    if config.vq.restart_after > 0:
-        rng = jax.random.fold_in(state.rng, state.step)
-        restarted = jnp.sum(unused >= config.vq.restart_after).astype(jnp.float32)
-        if ema:
-            ema_state, unused = vq.restart_dead_codes_ema(
-                ema_state, unused, z_e, rng, config.vq.restart_after
-            )
-        else:
-            codebook, unused = vq.restart_dead_codes(
-                params["codebook"], unused, z_e, rng, config.vq.restart_after
-            )
-            params = {**params, "codebook": codebook}
+    params, extra, restarted = codebook_step(config, model.params, state, z_e, indices)
     metrics["grad_norm"] = grad_norm
     metrics["restarted"] = restarted
     new_state = state.advance(model=model.replace(params=params))
-    return new_state.replace(extra={"ema": ema_state, "unused": unused}), metrics
+    return new_state.replace(extra=extra), metrics
 
 
 def eval_step(config, state: State, batch) -> dict:

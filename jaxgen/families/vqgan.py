@@ -1,0 +1,428 @@
+"""VQ-GAN (Esser et al. 2021): the VQ-VAE's quantiser between a residual conv encoder and
+decoder, trained with a reconstruction loss, a perceptual loss and a PatchGAN's adversarial loss.
+
+Two players: ``model`` (encoder, decoder, its last layer ``conv_out`` and, when
+``vq.codebook == 'loss'``, the codebook; optimiser ``optimizer``) and ``discriminator`` (a
+PatchGAN, ``optimizer_d``). Images are on ``[-1, 1]`` inside the step. One train step, on one
+batch ``x``:
+
+1. **Autoencoder update** with the discriminator fixed. The loss is::
+
+       L = L_rec + beta * |z_e - sg(e)|^2 [+ |sg(z_e) - e|^2]  +  lambda * L_adv
+       L_rec = mean |x_hat - x|  (or squared: vqgan.rec_loss)  +  w_p * mean LPIPS(x_hat, x)
+
+   with the codebook term in brackets when the codebook is learned by the loss (an EMA codebook
+   follows the encoder outputs instead, as in the VQ-VAE). ``L_adv`` is the generator loss
+   (``vqgan.gan_loss``: hinge ``-mean D(x_hat)`` or non-saturating) on the PatchGAN's logits.
+   The adaptive weight (taming-transformers' ``calculate_adaptive_weight``) balances the two on
+   the decoder's last layer ``W``::
+
+       lambda = disc_weight * clip(|dL_rec/dW| / (|dL_adv/dW| + 1e-4), 0, 1e4)
+
+   held constant (no gradient flows through it); ``vqgan.adaptive = False`` uses
+   ``lambda = disc_weight`` (MaskGIT's tokenizer, with an R1 penalty on the discriminator).
+   Both gradients on ``W`` come from one forward pass: the network is run up to ``conv_out``
+   under ``jax.vjp``, the two losses are differentiated with respect to the reconstruction, and
+   the last layer's own vjp turns each into its ``dL/dW`` and ``dL/dh``; the weighted sum is then
+   pulled back through the rest once. Nothing is computed twice.
+2. **Discriminator update** on ``x`` and ``sg(x_hat)`` (the reconstruction of step 1's forward
+   pass), from step ``vqgan.disc_start``. The adversarial term reaches the autoencoder from step
+   ``vqgan.adv_start`` (>= ``disc_start``): a discriminator switched on untrained is what breaks
+   taming-transformers runs (its issues #44 and #93), so it can train alone for a while first.
+   Before its start a phase is skipped (``lax.cond``): no update, no gradient, no compute.
+3. The codebook's state transforms, as in the VQ-VAE (``vqvae.codebook_step``): EMA update,
+   unused counters, dead-code restarts.
+
+The perceptual network's weights (LPIPS on VGG16, ``jaxgen.losses.lpips``) are constants; they
+live in ``State.frozen`` (no optimiser, no gradient) so that the jitted step takes them as an
+argument rather than baking 59 MB into the program.
+
+The VQ-GAN is a tokenizer (``tokenizer``): the PixelCNN, GPT and MaskGIT priors run over it as
+they do over a VQ-VAE.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxgen import quantize as vq
+from jaxgen.errors import ConfigError
+from jaxgen.families import Capabilities, Family, Tokenizer, vqvae
+from jaxgen.families.common import (
+    check_choice,
+    check_int,
+    check_optimizer,
+    make_optimizer,
+    to_model_range,
+)
+from jaxgen.families.state import State, TrainState, global_norm
+from jaxgen.losses import gan as gan_losses
+from jaxgen.nn.vqgan import PATCH_NORMS, PatchDiscriminator, VQGANAutoencoder, apply_conv_out
+
+REC_LOSSES = ("l1", "l2")
+GAN_LOSSES = ("hinge", "nonsaturating")
+ADAPTIVE_MAX = 1e4  # taming-transformers' clamp on the adaptive weight
+ADAPTIVE_EPS = 1e-4
+
+
+def build_model(config) -> VQGANAutoencoder:
+    m = config.model
+    return VQGANAutoencoder(
+        image_channels=config.data.image_shape[-1],
+        latent_dim=config.vq.dim,
+        channels=m.channels,
+        channel_mult=tuple(m.channel_mult),
+        num_res_blocks=m.num_res_blocks,
+        attention=m.attention,
+    )
+
+
+def build_discriminator(config) -> PatchDiscriminator:
+    d = config.disc
+    return PatchDiscriminator(channels=d.channels, n_layers=d.n_layers, norm=d.norm)
+
+
+def downsampling(config) -> int:
+    return 2 ** (len(config.model.channel_mult) - 1)
+
+
+def latent_shape(config) -> tuple[int, int]:
+    f = downsampling(config)
+    h, w, _ = config.data.image_shape
+    return h // f, w // f
+
+
+def uses_perceptual(config) -> bool:
+    return config.vqgan.perceptual_weight > 0
+
+
+def adversarial(config) -> bool:
+    return config.vqgan.disc_weight > 0
+
+
+def validate_config(config) -> None:
+    v, m, d = config.vqgan, config.model, config.disc
+    vqvae.check_vq(config)
+    check_choice(config, "vqgan.rec_loss", REC_LOSSES)
+    check_choice(config, "vqgan.gan_loss", GAN_LOSSES)
+    check_choice(config, "disc.norm", PATCH_NORMS)
+    check_optimizer(config.optimizer)
+    check_optimizer(config.optimizer_d, "optimizer_d")
+    check_int(m.channels, "model.channels", 1)
+    check_int(m.num_res_blocks, "model.num_res_blocks", 0)
+    if not m.channel_mult:
+        raise ConfigError("model.channel_mult must name at least one level, e.g. (1, 2, 2)")
+    f = downsampling(config)
+    h, w, _ = config.data.image_shape
+    if h % f or w % f:
+        raise ConfigError(
+            f"model.channel_mult={tuple(m.channel_mult)} downsamples by {f}, so "
+            f"data.image_shape={(h, w)} must be divisible by {f}; use "
+            f"{len(m.channel_mult) - 1} fewer or more levels to fit"
+        )
+    check_int(d.channels, "disc.channels", 1)
+    check_int(d.n_layers, "disc.n_layers", 1)
+    side = min(h, w)
+    for _ in range(d.n_layers):
+        side //= 2
+    if side - 2 < 1:
+        raise ConfigError(
+            f"disc.n_layers={d.n_layers} leaves no patch map for {h}x{w} images (each layer "
+            f"halves the side, then two stride-1 layers take one off each); use at most "
+            f"{max(n for n in range(1, 8) if min(h, w) // 2**n - 2 >= 1)}"
+        )
+    for key in ("perceptual_weight", "disc_weight", "r1_gamma"):
+        if not v[key] >= 0:
+            raise ConfigError(f"vqgan.{key}={v[key]!r} must be >= 0")
+    check_int(v.disc_start, "vqgan.disc_start", 0)
+    check_int(v.adv_start, "vqgan.adv_start", 0)
+    if v.adv_start < v.disc_start:
+        raise ConfigError(
+            f"vqgan.adv_start={v.adv_start} is before vqgan.disc_start={v.disc_start}: the "
+            "adversarial loss would come from an untrained discriminator; use adv_start >= "
+            "disc_start"
+        )
+    if v.r1_gamma > 0 and d.norm == "batch":
+        raise ConfigError(
+            f"vqgan.r1_gamma={v.r1_gamma!r} penalises each example's own input gradient, but "
+            "disc.norm='batch' mixes the examples of a batch; use disc.norm='group' or 'none'"
+        )
+    if v.lpips_size and (not isinstance(v.lpips_size, int) or v.lpips_size < 16):
+        raise ConfigError(
+            f"vqgan.lpips_size={v.lpips_size!r} must be 0 (no resizing) or an integer >= 16: "
+            "VGG16 halves the image four times before its last tapped stage"
+        )
+    if uses_perceptual(config):
+        from jaxgen.losses import lpips
+
+        if not v.lpips_weights:
+            lpips.default_weights_path()  # raises ConfigError with the install command
+
+
+def capabilities(config) -> Capabilities:
+    del config
+    return Capabilities(reconstructs=True, is_tokenizer=True, progress_metric="rec_loss")
+
+
+def _perceptual_params(config):
+    from jaxgen.losses import lpips
+
+    return lpips.load_vgg16(config.vqgan.lpips_weights or None)
+
+
+def init(config, rng: jax.Array, example_batch) -> State:
+    x = to_model_range(example_batch["image"])
+    params = dict(build_model(config).init(jax.random.fold_in(rng, 0), x)["params"])
+    codebook = vqvae._init_codebook(config, jax.random.fold_in(rng, 1))
+    ema = None
+    if config.vq.codebook == "ema":
+        ema = vq.ema_init(codebook)
+    else:
+        params["codebook"] = codebook
+    d_params = build_discriminator(config).init(jax.random.fold_in(rng, 2), x)["params"]
+    players = {
+        "model": TrainState.create(params, make_optimizer(config.optimizer)),
+        "discriminator": TrainState.create(d_params, make_optimizer(config.optimizer_d)),
+    }
+    unused = jnp.zeros((config.vq.num_codes,), jnp.int32)
+    frozen = {"lpips": _perceptual_params(config)} if uses_perceptual(config) else None
+    return State.create(rng, players, extra={"ema": ema, "unused": unused}, frozen=frozen)
+
+
+def codebook_of(state: State) -> jax.Array:
+    return vqvae.codebook_of(state)
+
+
+def _nets(params) -> dict:
+    return {k: v for k, v in params.items() if k != "codebook"}
+
+
+def encode(config, params, x: jax.Array) -> jax.Array:
+    """``z_e: [B, h, w, D]`` for images ``x`` on ``[-1, 1]``."""
+    return build_model(config).apply({"params": _nets(params)}, x, method=VQGANAutoencoder.encode)
+
+
+def decode_body(config, params, z_q: jax.Array) -> jax.Array:
+    return build_model(config).apply(
+        {"params": _nets(params)}, z_q, method=VQGANAutoencoder.decode_body
+    )
+
+
+def decode(config, params, z_q: jax.Array) -> jax.Array:
+    """Decoder output on the ``[-1, 1]`` scale (unclipped)."""
+    return build_model(config).apply({"params": _nets(params)}, z_q, method=VQGANAutoencoder.decode)
+
+
+def tokenizer_params(config, state: State) -> dict:
+    del config
+    return {"params": _nets(state.players["model"].params), "codebook": codebook_of(state)}
+
+
+def encode_to_indices(config, frozen: dict, images: jax.Array) -> jax.Array:
+    """uint8 images -> int32 code indices ``[B, h, w]``."""
+    z_e = encode(config, frozen["params"], to_model_range(images))
+    return vq.nearest_code(z_e, frozen["codebook"])[0]
+
+
+def decode_indices(config, frozen: dict, indices: jax.Array) -> jax.Array:
+    """Code indices ``[B, h, w]`` -> images in ``[0, 1]``."""
+    codes = jnp.take(frozen["codebook"], indices, axis=0)
+    return jnp.clip((decode(config, frozen["params"], codes) + 1.0) / 2.0, 0.0, 1.0)
+
+
+def tokenizer(config) -> Tokenizer:
+    return Tokenizer(
+        num_codes=config.vq.num_codes,
+        grid_shape=latent_shape(config),
+        image_shape=tuple(config.data.image_shape),
+        encode=lambda frozen, images: encode_to_indices(config, frozen, images),
+        decode=lambda frozen, codes: decode_indices(config, frozen, codes),
+    )
+
+
+def _logits(config, d_params, x):
+    return build_discriminator(config).apply({"params": d_params}, x)
+
+
+def perceptual(config, frozen, x_hat: jax.Array, x: jax.Array) -> jax.Array:
+    """Mean LPIPS between reconstructions and targets on ``[-1, 1]``; 0 when unused."""
+    if not uses_perceptual(config):
+        return jnp.zeros((), jnp.float32)
+    from jaxgen.losses import lpips
+
+    size = config.vqgan.lpips_size or None
+    d = lpips.lpips(frozen["lpips"], (x_hat + 1.0) / 2.0, (x + 1.0) / 2.0, resize=size)
+    return jnp.mean(d)
+
+
+def reconstruction_loss(config, frozen, x_hat: jax.Array, x: jax.Array):
+    """``L_rec`` (pixel term plus weighted LPIPS) and its parts."""
+    diff = x_hat - x
+    pixel = jnp.mean(jnp.abs(diff)) if config.vqgan.rec_loss == "l1" else jnp.mean(diff**2)
+    p = perceptual(config, frozen, x_hat, x)
+    return pixel + config.vqgan.perceptual_weight * p, {"rec_loss": pixel, "lpips": p}
+
+
+def adaptive_weight(config, g_rec_w: jax.Array, g_adv_w: jax.Array) -> jax.Array:
+    """``lambda`` from the two losses' gradients on the last layer's kernel (module docstring)."""
+    v = config.vqgan
+    if not v.adaptive:
+        return jnp.asarray(v.disc_weight, jnp.float32)
+    ratio = jnp.linalg.norm(g_rec_w.ravel()) / (jnp.linalg.norm(g_adv_w.ravel()) + ADAPTIVE_EPS)
+    return v.disc_weight * jax.lax.stop_gradient(jnp.clip(ratio, 0.0, ADAPTIVE_MAX))
+
+
+def autoencoder_grads(config, state: State, x: jax.Array):
+    """Gradients of the autoencoder's loss (module docstring, step 1) with respect to its
+    parameters, and ``(metrics, z_e, indices, x_hat)``."""
+    params = state.players["model"].params
+    d_params = state.players["discriminator"].params
+    ema = config.vq.codebook == "ema"
+    beta = config.vq.beta
+
+    def up_to_last_layer(p):
+        cb = jax.lax.stop_gradient(state.extra["ema"].codebook) if ema else p["codebook"]
+        z_e = encode(config, p, x)
+        q = vq.quantize(z_e, cb)
+        commit = vq.commitment_loss(z_e, q.codes, beta=beta)
+        cb_term = vq.codebook_loss(z_e, q.codes)
+        vq_total = commit if ema else commit + cb_term
+        h = decode_body(config, p, q.z_q)
+        return (h, vq_total), (z_e, q.indices, commit, cb_term)
+
+    (h, vq_total), pullback, (z_e, indices, commit, cb_term) = jax.vjp(
+        up_to_last_layer, params, has_aux=True
+    )
+    x_hat, last_pullback = jax.vjp(apply_conv_out, params["conv_out"], h)
+
+    (rec_total, rec_parts), g_rec = jax.value_and_grad(
+        lambda y: reconstruction_loss(config, state.frozen, y, x), has_aux=True
+    )(x_hat)
+    adv_on = jnp.logical_and(adversarial(config), state.step >= config.vqgan.adv_start)
+
+    def adv_grad():
+        logits, g = jax.value_and_grad(
+            lambda y: gan_losses.generator_loss(config.vqgan.gan_loss, _logits(config, d_params, y))
+        )(x_hat)
+        return logits, g
+
+    def no_adv():
+        return jnp.zeros((), jnp.float32), jnp.zeros_like(x_hat)
+
+    if adversarial(config):
+        g_loss, g_adv = jax.lax.cond(adv_on, adv_grad, no_adv)
+    else:
+        g_loss, g_adv = no_adv()
+    w_rec, h_rec = last_pullback(g_rec)
+    w_adv, h_adv = last_pullback(g_adv)
+    lam = jnp.where(adv_on, adaptive_weight(config, w_rec["kernel"], w_adv["kernel"]), 0.0)
+    g_w = jax.tree.map(lambda a, b: a + lam * b, w_rec, w_adv)
+    (grads,) = pullback((h_rec + lam * h_adv, jnp.ones_like(vq_total)))
+    grads = {**grads, "conv_out": jax.tree.map(jnp.add, grads["conv_out"], g_w)}
+    metrics = {
+        "loss": rec_total + vq_total + lam * g_loss,
+        **rec_parts,
+        "commit_loss": commit,
+        "vq_loss": cb_term,
+        "g_loss": g_loss,
+        "d_weight": lam,
+        "perplexity": vq.perplexity(indices, config.vq.num_codes),
+    }
+    return grads, (metrics, z_e, indices, x_hat)
+
+
+def discriminator_update(config, state: State, x: jax.Array, x_hat: jax.Array):
+    """One PatchGAN update on real ``x`` and reconstructions ``x_hat`` (no gradient to the
+    autoencoder). Returns ``(discriminator TrainState, metrics)``."""
+    v = config.vqgan
+    disc = state.players["discriminator"]
+    fake = jax.lax.stop_gradient(x_hat)
+
+    def objective(d_params):
+        real_logits = _logits(config, d_params, x)
+        fake_logits = _logits(config, d_params, fake)
+        loss = gan_losses.discriminator_loss(v.gan_loss, real_logits, fake_logits)
+        aux = {
+            "d_loss": loss,
+            "logits_real": jnp.mean(real_logits),
+            "logits_fake": jnp.mean(fake_logits),
+        }
+        if v.r1_gamma > 0:
+            r1 = gan_losses.r1_penalty(lambda y: _logits(config, d_params, y), x)
+            loss = loss + 0.5 * v.r1_gamma * r1
+            aux["r1"] = r1
+        return loss, aux
+
+    grads, aux = jax.grad(objective, has_aux=True)(disc.params)
+    aux["d_grad_norm"] = global_norm(grads)
+    return disc.apply_gradients(grads, make_optimizer(config.optimizer_d)), aux
+
+
+def _d_metric_names(config) -> tuple[str, ...]:
+    names = ("d_loss", "logits_real", "logits_fake", "d_grad_norm")
+    return names + (("r1",) if config.vqgan.r1_gamma > 0 else ())
+
+
+def train_step(config, state: State, batch) -> tuple[State, dict]:
+    x = to_model_range(batch["image"])
+    grads, (metrics, z_e, indices, x_hat) = autoencoder_grads(config, state, x)
+    model = state.players["model"].apply_gradients(grads, make_optimizer(config.optimizer))
+    metrics["grad_norm"] = global_norm(grads)
+
+    disc = state.players["discriminator"]
+    if adversarial(config):
+        zeros = {k: jnp.zeros((), jnp.float32) for k in _d_metric_names(config)}
+        disc, d_metrics = jax.lax.cond(
+            state.step >= config.vqgan.disc_start,
+            lambda: discriminator_update(config, state, x, x_hat),
+            lambda: (disc, zeros),
+        )
+        metrics.update(d_metrics)
+
+    params, extra, restarted = vqvae.codebook_step(config, model.params, state, z_e, indices)
+    metrics["restarted"] = restarted
+    new_state = state.advance(model=model.replace(params=params), discriminator=disc)
+    return new_state.replace(extra=extra), metrics
+
+
+def eval_step(config, state: State, batch) -> dict:
+    """Reconstruction figures on the ``[0, 1]`` scale (MSE, PSNR, L1, LPIPS when the config uses
+    it), the codebook terms, and the batch's code histogram ``codes`` (summed over the pass)."""
+    x = to_model_range(batch["image"])
+    frozen = tokenizer_params(config, state)
+    z_e = encode(config, frozen["params"], x)
+    q = vq.quantize(z_e, frozen["codebook"])
+    x_hat = jnp.clip(decode(config, frozen["params"], q.z_q), -1.0, 1.0)
+    unit, unit_hat = (x + 1.0) / 2.0, (x_hat + 1.0) / 2.0
+    per_image = jnp.mean((unit_hat - unit) ** 2, axis=(1, 2, 3))
+    return {
+        "mse": per_image.mean(),
+        "psnr": jnp.mean(-10.0 * jnp.log10(jnp.maximum(per_image, 1e-10))),
+        "l1": jnp.mean(jnp.abs(unit_hat - unit)),
+        "lpips": perceptual(config, state.frozen, x_hat, x),
+        "commit_loss": vq.commitment_loss(z_e, q.codes, beta=config.vq.beta),
+        "vq_loss": vq.codebook_loss(z_e, q.codes),
+        "perplexity": vq.perplexity(q.indices, config.vq.num_codes),
+        "codes": vq.code_counts(q.indices, config.vq.num_codes),
+    }
+
+
+def reconstruct(config, state: State, images: jax.Array) -> jax.Array:
+    """Reconstructions through the codebook: ``[B, H, W, C]`` in ``[0, 1]``."""
+    frozen = tokenizer_params(config, state)
+    return decode_indices(config, frozen, encode_to_indices(config, frozen, images))
+
+
+FAMILY = Family(
+    name="vqgan",
+    validate_config=validate_config,
+    capabilities=capabilities,
+    init=init,
+    train_step=train_step,
+    eval_step=eval_step,
+    eval_reductions={"codes": "histogram"},
+    reconstruct=reconstruct,
+    tokenizer=tokenizer,
+    tokenizer_params=tokenizer_params,
+)
