@@ -273,3 +273,26 @@ def test_tokenizer_round_trip_uses_the_codebook():
     np.testing.assert_array_equal(
         np.asarray(images), np.asarray(vqgan.reconstruct(config, state, _batch()["image"]))
     )
+
+
+def test_a_prior_trains_over_a_vqgan_workdir_and_decodes_through_it(tmp_path):
+    from jaxgen.engine import loop, sampling
+
+    def shapes(config):
+        config.data.source = "shapes"
+        config.data.image_shape = (16, 16, 1)
+        config.data.num_train, config.data.num_test = 256, 64
+        return config
+
+    tok = shapes(load_config(ROOT / "configs" / "vqgan.py", "mnist,tiny"))
+    tok.train.num_steps = 2
+    tok_state, _ = loop.train_and_evaluate(tok, str(tmp_path / "vqgan"))
+    prior = shapes(load_config(ROOT / "configs" / "pixelcnn.py", "mnist,tiny,cond"))
+    prior.first_stage.workdir = str(tmp_path / "vqgan")
+    prior.train.num_steps = 2
+    state, _ = loop.train_and_evaluate(prior, str(tmp_path / "prior"))
+    np.testing.assert_array_equal(state.frozen["codebook"], vqgan.codebook_of(tok_state))
+    setup, restored = loop.restore_for_inference(str(tmp_path / "prior"))
+    images, _ = sampling.generate(setup, restored, jax.random.PRNGKey(0), 4, {"label": 1})
+    assert images.shape == (4, 16, 16, 1)
+    assert 0 <= float(np.min(images)) and float(np.max(images)) <= 1
