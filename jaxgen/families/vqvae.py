@@ -76,8 +76,9 @@ def check_vq(config) -> None:
         raise ConfigError(f"vq.ema_decay={config.vq.ema_decay!r} must be in [0, 1) (e.g. 0.99)")
     if not config.vq.ema_eps > 0:
         raise ConfigError(f"vq.ema_eps={config.vq.ema_eps!r} must be > 0 (e.g. 1e-5)")
-    if not isinstance(config.vq.seed_from_data, bool):
-        raise ConfigError(f"vq.seed_from_data={config.vq.seed_from_data!r} must be True or False")
+    seed = config.vq.get("seed_from_data", False)  # absent in runs saved before 2026-12-03
+    if not isinstance(seed, bool):
+        raise ConfigError(f"vq.seed_from_data={seed!r} must be True or False")
     if not isinstance(config.vq.restart_after, int) or config.vq.restart_after < 0:
         raise ConfigError(
             f"vq.restart_after={config.vq.restart_after!r} must be an integer >= 0 "
@@ -209,7 +210,7 @@ def codebook_step(config, params, state: State, z_e: jax.Array, indices: jax.Arr
         ema_state = vq.ema_update(
             ema_state, z_e, indices, decay=config.vq.ema_decay, eps=config.vq.ema_eps
         )
-    if config.vq.seed_from_data:
+    if config.vq.get("seed_from_data", False):
         # Step 0: every code becomes one of the first batch's encoder outputs (the restart
         # transform with every code counted dead), so the codebook starts on the encoder's scale.
         first = jnp.where(state.step == 0, 1, 0) * jnp.ones_like(state.extra["unused"])
