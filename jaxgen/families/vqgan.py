@@ -174,49 +174,42 @@ def _perceptual_params(config):
 def init(config, rng: jax.Array, example_batch) -> State:
     x = to_model_range(example_batch["image"])
     params = dict(build_model(config).init(jax.random.fold_in(rng, 0), x)["params"])
-    codebook = vqvae._init_codebook(config, jax.random.fold_in(rng, 1))
-    ema = None
-    if config.vq.codebook == "ema":
-        ema = vq.ema_init(codebook)
-    else:
-        params["codebook"] = codebook
+    params, extra = vqvae.with_codebook(config, params, jax.random.fold_in(rng, 1))
     d_params = build_discriminator(config).init(jax.random.fold_in(rng, 2), x)["params"]
     players = {
         "model": TrainState.create(params, make_optimizer(config.optimizer)),
         "discriminator": TrainState.create(d_params, make_optimizer(config.optimizer_d)),
     }
-    unused = jnp.zeros((config.vq.num_codes,), jnp.int32)
     frozen = {"lpips": _perceptual_params(config)} if uses_perceptual(config) else None
-    return State.create(rng, players, extra={"ema": ema, "unused": unused}, frozen=frozen)
+    return State.create(rng, players, extra=extra, frozen=frozen)
 
 
-def codebook_of(state: State) -> jax.Array:
-    return vqvae.codebook_of(state)
-
-
-def _nets(params) -> dict:
-    return {k: v for k, v in params.items() if k != "codebook"}
+codebook_of = vqvae.codebook_of
 
 
 def encode(config, params, x: jax.Array) -> jax.Array:
     """``z_e: [B, h, w, D]`` for images ``x`` on ``[-1, 1]``."""
-    return build_model(config).apply({"params": _nets(params)}, x, method=VQGANAutoencoder.encode)
+    return build_model(config).apply(
+        {"params": vqvae.nets(params)}, x, method=VQGANAutoencoder.encode
+    )
 
 
 def decode_body(config, params, z_q: jax.Array) -> jax.Array:
     return build_model(config).apply(
-        {"params": _nets(params)}, z_q, method=VQGANAutoencoder.decode_body
+        {"params": vqvae.nets(params)}, z_q, method=VQGANAutoencoder.decode_body
     )
 
 
 def decode(config, params, z_q: jax.Array) -> jax.Array:
     """Decoder output on the ``[-1, 1]`` scale (unclipped)."""
-    return build_model(config).apply({"params": _nets(params)}, z_q, method=VQGANAutoencoder.decode)
+    return build_model(config).apply(
+        {"params": vqvae.nets(params)}, z_q, method=VQGANAutoencoder.decode
+    )
 
 
 def tokenizer_params(config, state: State) -> dict:
     del config
-    return {"params": _nets(state.players["model"].params), "codebook": codebook_of(state)}
+    return {"params": vqvae.nets(state.players["model"].params), "codebook": codebook_of(state)}
 
 
 def encode_to_indices(config, frozen: dict, images: jax.Array) -> jax.Array:

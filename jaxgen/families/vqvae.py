@@ -109,18 +109,26 @@ def capabilities(config) -> Capabilities:
     return Capabilities(reconstructs=True, is_tokenizer=True)
 
 
-def init(config, rng: jax.Array, example_batch) -> State:
-    x = to_unit_interval(example_batch["image"])
-    params = dict(build_model(config).init(jax.random.fold_in(rng, 0), x)["params"])
-    codebook = _init_codebook(config, jax.random.fold_in(rng, 1))
+def with_codebook(config, params: dict, rng: jax.Array) -> tuple[dict, dict]:
+    """A new codebook for ``params`` (the networks' parameters): ``(params, extra)``, the
+    codebook in ``params["codebook"]`` when the loss learns it, else in ``extra["ema"]``, and
+    ``extra["unused"]`` the zeroed counters. The VQ-GAN shares it."""
+    codebook = _init_codebook(config, rng)
     ema = None
     if config.vq.codebook == "ema":
         ema = vq.ema_init(codebook)
     else:
-        params["codebook"] = codebook
-    model = TrainState.create(params, make_optimizer(config.optimizer))
+        params = {**params, "codebook": codebook}
     unused = jnp.zeros((config.vq.num_codes,), jnp.int32)
-    return State.create(rng, {"model": model}, extra={"ema": ema, "unused": unused})
+    return params, {"ema": ema, "unused": unused}
+
+
+def init(config, rng: jax.Array, example_batch) -> State:
+    x = to_unit_interval(example_batch["image"])
+    params = dict(build_model(config).init(jax.random.fold_in(rng, 0), x)["params"])
+    params, extra = with_codebook(config, params, jax.random.fold_in(rng, 1))
+    model = TrainState.create(params, make_optimizer(config.optimizer))
+    return State.create(rng, {"model": model}, extra=extra)
 
 
 def codebook_of(state: State) -> jax.Array:
@@ -129,24 +137,25 @@ def codebook_of(state: State) -> jax.Array:
     return ema.codebook if ema is not None else state.model.params["codebook"]
 
 
-def _nets(params) -> dict:
+def nets(params) -> dict:
+    """The networks' parameters without the codebook."""
     return {k: v for k, v in params.items() if k != "codebook"}
 
 
 def encode(config, params, x: jax.Array) -> jax.Array:
     """``z_e: [B, h, w, D]`` for images ``x`` in ``[0, 1]``."""
-    return build_model(config).apply({"params": _nets(params)}, x, method=VQVAE.encode)
+    return build_model(config).apply({"params": nets(params)}, x, method=VQVAE.encode)
 
 
 def decode(config, params, z_q: jax.Array) -> jax.Array:
     """Decoder output (pixel values on the ``[0, 1]`` scale, unclipped)."""
-    return build_model(config).apply({"params": _nets(params)}, z_q, method=VQVAE.decode)
+    return build_model(config).apply({"params": nets(params)}, z_q, method=VQVAE.decode)
 
 
 def tokenizer_params(config, state: State) -> dict:
     """What the tokenizer needs of a trained state: ``{"params": nets, "codebook": [K, D]}``."""
     del config
-    return {"params": _nets(state.model.params), "codebook": codebook_of(state)}
+    return {"params": nets(state.model.params), "codebook": codebook_of(state)}
 
 
 def encode_to_indices(config, frozen: dict, images: jax.Array) -> jax.Array:
