@@ -30,20 +30,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxgen.nn.gan import Norm
-from jaxgen.nn.layers import group_norm
+from jaxgen.nn.layers import conv, group_norm
 
 PATCH_NORMS = ("batch", "group", "none")
 
 
-def _conv(features: int, kernel: int = 3, stride: int = 1, name: str | None = None):
-    pad = kernel // 2
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding=((pad, pad), (pad, pad)),
-        name=name,
-    )
+def _conv(features: int, stride: int = 1):
+    """A 3x3 convolution in float32 (``jaxgen.nn.layers.conv``)."""
+    return conv(features, jnp.float32, stride=stride)
 
 
 class ResnetBlock(nn.Module):
