@@ -388,10 +388,8 @@ def eval_step(config, state: State, batch) -> dict:
     q = vq.quantize(z_e, frozen["codebook"])
     x_hat = jnp.clip(decode(config, frozen["params"], q.z_q), -1.0, 1.0)
     unit, unit_hat = (x + 1.0) / 2.0, (x_hat + 1.0) / 2.0
-    per_image = jnp.mean((unit_hat - unit) ** 2, axis=(1, 2, 3))
     return {
-        "mse": per_image.mean(),
-        "psnr": jnp.mean(-10.0 * jnp.log10(jnp.maximum(per_image, 1e-10))),
+        **vqvae.reconstruction_figures(unit, unit_hat),
         "l1": jnp.mean(jnp.abs(unit_hat - unit)),
         "lpips": perceptual(config, state.frozen, x_hat, x),
         "commit_loss": vq.commitment_loss(z_e, q.codes, beta=config.vq.beta),

@@ -273,13 +273,21 @@ def eval_step(config, state: State, batch) -> dict:
     histogram ``[K]``, which the engine sums over the eval pass (``codes_used``)."""
     x = to_unit_interval(batch["image"])
     _, (metrics, _, indices, x_hat) = loss_fn(config, state.model.params, codebook_of(state), x)
-    x_hat = jnp.clip(x_hat, 0.0, 1.0)
-    per_image = jnp.mean((x_hat - x) ** 2, axis=(1, 2, 3))
     metrics = {k: v for k, v in metrics.items() if k != "loss"}
-    metrics["mse"] = per_image.mean()  # of the clipped reconstruction, as an image viewer sees it
-    metrics["psnr"] = jnp.mean(-10.0 * jnp.log10(jnp.maximum(per_image, 1e-10)))
+    metrics.update(reconstruction_figures(x, x_hat))
     metrics["codes"] = vq.code_counts(indices, config.vq.num_codes)
     return metrics
+
+
+def reconstruction_figures(x: jax.Array, x_hat: jax.Array) -> dict:
+    """``mse`` and ``psnr`` (mean over images of each image's PSNR) of reconstructions on the
+    ``[0, 1]`` scale, clipped to it first, as an image viewer sees them. Shared by the
+    tokenizers so their figures mean the same."""
+    per_image = jnp.mean((jnp.clip(x_hat, 0.0, 1.0) - x) ** 2, axis=(1, 2, 3))
+    return {
+        "mse": per_image.mean(),
+        "psnr": jnp.mean(-10.0 * jnp.log10(jnp.maximum(per_image, 1e-10))),
+    }
 
 
 def reconstruct(config, state: State, images: jax.Array) -> jax.Array:
