@@ -115,7 +115,9 @@ def test_the_split_at_the_last_layer_gives_the_gradient_of_the_whole_loss(codebo
     assert set(grads) == set(expected)
     for path, a in jax.tree_util.tree_leaves_with_path(grads):
         b = _at(expected, path)
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6, err_msg=str(path))
+        # float32 rounding, relative to the leaf's own scale (a dropped term moves it by O(1))
+        atol = 1e-4 * float(np.max(np.abs(b)))
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=atol, err_msg=str(path))
     np.testing.assert_allclose(
         float(metrics["loss"]), float(total(state.players["model"].params)), rtol=1e-5
     )

@@ -29,7 +29,8 @@ batch ``x``:
    pass), from step ``vqgan.disc_start``. The adversarial term reaches the autoencoder from step
    ``vqgan.adv_start`` (>= ``disc_start``): a discriminator switched on untrained is what breaks
    taming-transformers runs (its issues #44 and #93), so it can train alone for a while first.
-   Before its start a phase is skipped (``lax.cond``): no update, no gradient, no compute.
+   Before its start a phase changes nothing: no update, no gradient (on accelerators a
+   ``lax.cond`` also skips its compute; on CPU it is computed and discarded, see ``_when``).
 3. The codebook's state transforms, as in the VQ-VAE (``vqvae.codebook_step``): EMA update,
    unused counters, dead-code restarts.
 
@@ -266,6 +267,20 @@ def adaptive_weight(config, g_rec_w: jax.Array, g_adv_w: jax.Array) -> jax.Array
     return v.disc_weight * jax.lax.stop_gradient(jnp.clip(ratio, 0.0, ADAPTIVE_MAX))
 
 
+def _when(pred: jax.Array, on, off):
+    """``on()`` where ``pred`` holds, else ``off()`` (both return the same tree). On accelerators
+    a ``lax.cond``, so a phase that has not started costs nothing. On CPU both are computed and
+    selected: XLA's CPU backend runs a convolution inside a conditional's branch tens of times
+    slower than the same convolution outside one (the PatchGAN's gradient at batch 128: 7.7 s
+    against 0.22 s), far more than the skipped work would save."""
+
+    def select(p):
+        a, b = on(), off()
+        return jax.tree.map(lambda u, v: jnp.where(p, u, v), a, b)
+
+    return jax.lax.platform_dependent(pred, cpu=select, default=lambda p: jax.lax.cond(p, on, off))
+
+
 def autoencoder_grads(config, state: State, x: jax.Array):
     """Gradients of the autoencoder's loss (module docstring, step 1) with respect to its
     parameters, and ``(metrics, z_e, indices, x_hat)``."""
@@ -304,7 +319,7 @@ def autoencoder_grads(config, state: State, x: jax.Array):
         return jnp.zeros((), jnp.float32), jnp.zeros_like(x_hat)
 
     if adversarial(config):
-        g_loss, g_adv = jax.lax.cond(adv_on, adv_grad, no_adv)
+        g_loss, g_adv = _when(adv_on, adv_grad, no_adv)
     else:
         g_loss, g_adv = no_adv()
     w_rec, h_rec = last_pullback(g_rec)
@@ -366,7 +381,7 @@ def train_step(config, state: State, batch) -> tuple[State, dict]:
     disc = state.players["discriminator"]
     if adversarial(config):
         zeros = {k: jnp.zeros((), jnp.float32) for k in _d_metric_names(config)}
-        disc, d_metrics = jax.lax.cond(
+        disc, d_metrics = _when(
             state.step >= config.vqgan.disc_start,
             lambda: discriminator_update(config, state, x, x_hat),
             lambda: (disc, zeros),
