@@ -236,25 +236,27 @@ def test_engine_and_scripts_name_no_family():
             assert f'"{name}"' not in text and f"'{name}'" not in text, (full, name)
 
 
-def _prior_on_fake_tokenizer(tmp_path):
+def _prior_on_fake_tokenizer(tmp_path, name="pixelcnn"):
     import fake_tokenizer_family as fake
 
     tok_dir = str(tmp_path / "tok")
     if not os.path.exists(tok_dir):
         loop.train_and_evaluate(fake.get_config(), tok_dir)
-    config = load_config(ROOT / "configs" / "pixelcnn.py", "mnist,tiny,cond")
+    config = load_config(ROOT / "configs" / f"{name}.py", "mnist,tiny,cond")
     config.data = fake.get_config().data
     config.first_stage.workdir = tok_dir
     return config
 
 
 @pytest.mark.parametrize(
-    "family", ["diffusion", "classifier", "pixelcnn", "gan", "gan:wgan_gp", "vqgan"]
+    "family",
+    ["diffusion", "classifier", "pixelcnn", "gan", "gan:wgan_gp", "vqgan", "gpt", "maskgit"],
 )
 def test_stop_and_resume_is_bit_exact_and_eight_devices_equal_one(family, tmp_path):
     """For every family: a run stopped after one step and resumed equals an unbroken one bit
     for bit, and the same run on one device matches the 8-device run."""
-    make = (lambda: _prior_on_fake_tokenizer(tmp_path)) if family == "pixelcnn" else None
+    priors = ("pixelcnn", "gpt", "maskgit")
+    make = (lambda: _prior_on_fake_tokenizer(tmp_path, family)) if family in priors else None
     make = make or (lambda: _tiny(family))
     config = make()
     config.train.num_steps, config.train.checkpoint_every = 3, 0

@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 
 from jaxgen.errors import ConfigError
 
-FAMILIES = ("vae", "vqvae", "pixelcnn", "diffusion", "classifier", "gan", "vqgan")
+FAMILIES = ("vae", "vqvae", "pixelcnn", "diffusion", "classifier", "gan", "vqgan", "gpt", "maskgit")
 REDUCTIONS = ("mean", "sum", "histogram")
 
 

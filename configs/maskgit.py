@@ -1,0 +1,56 @@
+"""Masked bidirectional transformer prior (MaskGIT, Chang et al. 2022) over the codes of a trained
+tokenizer, read from ``first_stage.workdir`` (default ``runs/vqvae_<data set>``; any VQ-VAE or
+VQ-GAN run)::
+
+    python train.py --config=configs/vqvae.py:mnist --workdir=runs/vqvae_mnist
+    python train.py --config=configs/maskgit.py:mnist,cond --workdir=runs/maskgit_mnist
+    python sample.py --workdir=runs/maskgit_mnist --class=all --num=100 [--steps=8] [--scale=2]
+
+The GPT prior's transformer (width 128, 4 layers, 4 heads) without the causal mask, over the 49
+codes plus a ``[MASK]`` token; masking rates from the cosine schedule (at least
+``maskgit.min_mask_rate``), label smoothing 0.1, the class dropped for 10% of examples; decoding
+in ``maskgit.steps`` = 12 steps with choice temperature 4.5. Schedule as the GPT prior's.
+"""
+
+from configs import common
+
+DATASETS = ("mnist", "fashion_mnist")
+VARIANTS = {
+    "cond": "class-conditional on the label (with 10% condition dropout for CFG)",
+    "tiny": "a few steps of a very small network, for tests (it still needs a first stage)",
+}
+
+
+def get_config(arg=None):
+    dataset, variants = common.parse(arg, DATASETS, VARIANTS)
+    c = common.new("maskgit", dataset)
+    c.first_stage = common.section(
+        workdir=f"runs/vqvae_{dataset}",  # a trained tokenizer run
+        config=common.section(),  # filled from its config.json when the run starts
+    )
+    c.model = common.section(
+        width=128,
+        depth=4,
+        heads=4,
+        mlp_ratio=4,
+        num_classes=10 if "cond" in variants else 0,  # > 0: class-conditional
+        cond_dropout=0.1 if "cond" in variants else 0.0,  # share trained on the null class
+    )
+    c.maskgit = common.section(
+        min_mask_rate=0.0,  # masking rates below this are raised to it
+        label_smoothing=0.1,
+        steps=12,  # decoding steps T
+        choice_temperature=4.5,  # Gumbel noise on the confidences, annealed as (1 - t/T)
+    )
+    common.schedule_28x28(c)
+    c.optimizer.learning_rate = 5e-4
+    if "tiny" in variants:
+        common.tiny(c)
+        c.model.width = 16
+        c.model.depth = 1
+        c.model.heads = 2
+        c.model.mlp_ratio = 2
+        c.maskgit.steps = 4
+        c.optimizer.warmup_steps = 0
+        c.optimizer.decay_steps = 0
+    return c
