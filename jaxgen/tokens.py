@@ -53,7 +53,12 @@ def guide(logits: jax.Array, scale) -> jax.Array:
     return uncond + scale * (cond - uncond)
 
 
-def _with_null(labels: jax.Array, null_label: int) -> jax.Array:
+def _labels(labels: jax.Array, scale, null_label, who: str) -> jax.Array:
+    """The labels a sampler runs: with guidance (``scale`` given), the null class appended."""
+    if scale is None:
+        return labels
+    if null_label is None:
+        raise ValueError(f"{who}: guidance (scale) needs null_label")
     return jnp.concatenate([labels, jnp.full_like(labels, null_label)])
 
 
@@ -89,11 +94,7 @@ def sample_autoregressive(
     then :func:`filter_logits`; the code at ``pos`` is drawn under ``fold_in(rng, pos)``.
     """
     b = labels.shape[0]
-    guided = scale is not None
-    if guided:
-        if null_label is None:
-            raise ValueError("sample_autoregressive: guidance (scale) needs null_label")
-        labels = _with_null(labels, null_label)
+    guided, labels = scale is not None, _labels(labels, scale, null_label, "sample_autoregressive")
 
     def body(carry, pos):
         prev, cache = carry
@@ -125,11 +126,10 @@ def sample_autoregressive_uncached(
     full forward) on the codes drawn so far and takes position ``pos``. The same keys, so the
     same codes as the cached sampler up to float rounding."""
     b = labels.shape[0]
-    guided = scale is not None
-    if guided:
-        if null_label is None:
-            raise ValueError("sample_autoregressive_uncached: guidance (scale) needs null_label")
-        labels = _with_null(labels, null_label)
+    guided, labels = (
+        scale is not None,
+        _labels(labels, scale, null_label, "sample_autoregressive_uncached"),
+    )
 
     def body(seq, pos):
         inputs = seq[:, :-1]
@@ -187,11 +187,7 @@ def maskgit_decode(
     :func:`sample_autoregressive`.
     """
     b = labels.shape[0]
-    guided = scale is not None
-    if guided:
-        if null_label is None:
-            raise ValueError("maskgit_decode: guidance (scale) needs null_label")
-        labels = _with_null(labels, null_label)
+    guided, labels = scale is not None, _labels(labels, scale, null_label, "maskgit_decode")
     schedule = jnp.asarray(unmask_schedule(length, steps))
 
     def body(codes, xs):
