@@ -34,8 +34,8 @@ def _leaves(state):
 def test_families_are_found_by_name_or_module_path_and_unknown_names_are_named():
     assert get_family("vae").name == "vae"
     assert get_family(TWO_PLAYER).capabilities(None).batches_per_step == 3
-    with pytest.raises(ConfigError, match=r"family='gpt' is not a known family"):
-        get_family("gpt")
+    with pytest.raises(ConfigError, match=r"family='flow' is not a known family"):
+        get_family("flow")
     with pytest.raises(ConfigError, match=r"no module 'no_such.family' can be imported"):
         get_family("no_such.family")
 
