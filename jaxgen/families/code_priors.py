@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgen.errors import ConfigError
-from jaxgen.families import Capabilities, tokenizers
+from jaxgen.families import Capabilities, Samples, tokenizers
 from jaxgen.families.common import check_optimizer
 from jaxgen.nn.transformer import CodeTransformer
 
@@ -128,3 +128,9 @@ def decode(config, state, codes: jax.Array) -> jax.Array:
     """Sequences ``[B, N]`` -> images in ``[0, 1]`` through the frozen tokenizer."""
     h, w = tokenizers.tokenizer_of(config).grid_shape
     return tokenizers.decode(config, state.frozen, codes.reshape(codes.shape[0], h, w))
+
+
+def samples(config, state, codes: jax.Array, labels: jax.Array) -> Samples:
+    """``Samples`` of decoded ``codes [B, N]``; the labels only for a conditional prior."""
+    out_labels = labels if config.model.num_classes > 0 else None
+    return Samples(decode(config, state, codes), out_labels)

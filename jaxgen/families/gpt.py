@@ -30,7 +30,7 @@ import optax
 
 from jaxgen import tokens
 from jaxgen.errors import ConfigError
-from jaxgen.families import Family, SampleOption, Samples, tokenizers
+from jaxgen.families import Family, SampleOption, tokenizers
 from jaxgen.families import code_priors as cp
 from jaxgen.families.common import make_optimizer
 from jaxgen.families.state import State, TrainState, gradient_step
@@ -181,8 +181,7 @@ def sample(
         scale=scale,
         cache=cache,
     )
-    out_labels = labels if config.model.num_classes > 0 else None
-    return Samples(cp.decode(config, state, codes), out_labels)
+    return cp.samples(config, state, codes, labels)
 
 
 FAMILY = Family(
