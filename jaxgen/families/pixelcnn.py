@@ -23,7 +23,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxgen.errors import ConfigError
@@ -94,11 +93,6 @@ def nll_bits(config, params, codes: jax.Array, labels) -> jax.Array:
     return nll.mean(axis=(1, 2)) / math.log(2.0)
 
 
-def _bits_per_dim(config, bits_per_code: jax.Array) -> jax.Array:
-    h, w = tokenizers.tokenizer_of(config).grid_shape
-    return bits_per_code * (h * w) / float(np.prod(config.data.image_shape))
-
-
 def train_step(config, state: State, batch) -> tuple[State, dict]:
     codes = _codes(config, state, batch["image"])
     labels = _labels(config, batch["label"])
@@ -111,7 +105,7 @@ def train_step(config, state: State, batch) -> tuple[State, dict]:
     metrics = {
         "loss": bits,
         "nll_bits": bits,
-        "bits_per_dim": _bits_per_dim(config, bits),
+        "bits_per_dim": tokenizers.bits_per_dim(config, bits),
         "grad_norm": grad_norm,
     }
     return state.advance(model=model), metrics
@@ -120,7 +114,7 @@ def train_step(config, state: State, batch) -> tuple[State, dict]:
 def eval_step(config, state: State, batch) -> dict:
     codes = _codes(config, state, batch["image"])
     bits = nll_bits(config, state.model.params, codes, _labels(config, batch["label"])).mean()
-    return {"nll_bits": bits, "bits_per_dim": _bits_per_dim(config, bits)}
+    return {"nll_bits": bits, "bits_per_dim": tokenizers.bits_per_dim(config, bits)}
 
 
 def sample(config, state: State, rng: jax.Array, num: int, temperature=1.0, label=None):

@@ -9,6 +9,8 @@ parameters (never differentiated). PixelCNN, GPT and MaskGIT priors share them.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -54,3 +56,10 @@ def encode(config, frozen, images: jax.Array) -> jax.Array:
 def decode(config, frozen, codes: jax.Array) -> jax.Array:
     """int32 codes ``[B, h, w]`` -> images in ``[0, 1]`` with the frozen tokenizer."""
     return tokenizer_of(config).decode(frozen, codes)
+
+
+def bits_per_dim(config, bits_per_code: jax.Array) -> jax.Array:
+    """A prior's bits per code spread over the image's dimensions (``h w / (H W C)`` of it): for
+    comparison with pixel models, a bound on the codes and not a pixel likelihood."""
+    h, w = tokenizer_of(config).grid_shape
+    return bits_per_code * (h * w) / math.prod(config.data.image_shape)
