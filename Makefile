@@ -1,4 +1,4 @@
-# Two commands for a newcomer: `make demo` and `make test`. Both build .venv first.
+# Two commands for a newcomer: `make demo` and `make test`. Every target builds .venv first.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -8,7 +8,7 @@ DEMO_DIR    ?= runs/demo_cfg
 VAE_DEMO_DIR ?= runs/demo_vae
 EVALUATORS  ?= $(or $(JAXGEN_EVALUATORS),runs/evaluators)
 
-.PHONY: demo demo-vae evaluators test lint bench install clean fashion-mnist
+.PHONY: demo demo-vae evaluators test test-all lint bench install clean fashion-mnist
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,8 +57,16 @@ evaluators: $(STAMP) fashion-mnist
 	$(PY) train.py --config=configs/classifier.py:fashion_mnist,evaluator \
 	  --workdir=$(EVALUATORS)/fashion_mnist --config.data.path=$(FASHION_DIR)
 
+# The newcomer's tier: pure functions, properties, configs, contract units and single steps.
+FAST := not slow and not cli and not multihost
+
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile --durations=15 tests
+	HYPOTHESIS_PROFILE=dev $(PY) -m pytest -n 2 --dist loadfile -m "$(FAST)" --durations=10 tests
+
+# Everything (CI runs this through .ci/run): CLI subprocesses, multi-host, learning to a bar,
+# real data and the full hypothesis profile.
+test-all: $(STAMP)
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -n 2 --dist loadfile --durations=15 tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -38,54 +38,46 @@ def _share_compilations() -> None:
 
 _share_compilations()
 
-import importlib.util  # noqa: E402
 import pathlib  # noqa: E402
 import sys  # noqa: E402
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.py") if p.stem not in ("__init__", "common"))
+# The repository root, so that `jaxgen` and `tests.two_player_family` import from this checkout.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from support import ROOT, load_config  # noqa: E402
 
+# Hypothesis profiles, chosen by HYPOTHESIS_PROFILE: `dev` (the default, `make test`) tries a few
+# examples per property; `ci` (`make test-all`, .ci/run) tries more. Tests set no max_examples.
+settings.register_profile("dev", max_examples=8, deadline=None, database=None)
+settings.register_profile("ci", max_examples=25, deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
-def config_module(path):
-    """A config file as a module: ``get_config``, ``DATASETS`` and ``VARIANTS``."""
-    spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_config(path, arg=None):
-    """``get_config(arg)`` of a config file, as ``--config=path:arg`` would give it."""
-    return config_module(path).get_config(arg)
-
-
-# CI sets JAXGEN_REQUIRE_DATA=1 (.ci/run): there the real MNIST and Fashion-MNIST files must be
-# read, and a test that would fall back to procedural data fails instead.
-REQUIRE_DATA = os.environ.get("JAXGEN_REQUIRE_DATA") == "1"
+# The tiers (markers registered in pyproject.toml). `make test` deselects all three.
+TIERS = ("slow", "cli", "multihost")
+SLOW_UNMARKED_S = 5.0
+_durations: dict[str, float] = {}
+_unmarked: set[str] = set()
 
 
-def require_data(path) -> bool:
-    """Whether ``path`` exists; under ``JAXGEN_REQUIRE_DATA=1`` a missing one fails the test."""
-    if not os.path.exists(path) and REQUIRE_DATA:
-        pytest.fail(f"{path} is missing but JAXGEN_REQUIRE_DATA=1: real data must be used here")
-    return os.path.exists(path)
+def pytest_runtest_logreport(report):
+    """Add up each test's setup, call and teardown time (reports reach the xdist controller)."""
+    _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+    if not any(tier in report.keywords for tier in TIERS):
+        _unmarked.add(report.nodeid)
 
 
-def offline_data(config):
-    """Point a config at procedural data when its real data is not on this machine (an error
-    under ``JAXGEN_REQUIRE_DATA=1`` for MNIST and Fashion-MNIST; CIFAR-10 through TFDS is not
-    on these machines, so its configs always fall back)."""
-    if config.data.source == "tfds" and not os.path.exists(config.data.path):
-        config.data.source = "shapes"
-    elif config.data.source in ("idx", "npz", "image_folder") and not require_data(
-        config.data.path
-    ):
-        config.data.source = "shapes"
-        config.data.num_train, config.data.num_test = 256, 64
-    return config
+def pytest_terminal_summary(terminalreporter):
+    """Name the unmarked tests that took longer than the fast tier allows: mark them `slow`."""
+    late = sorted(
+        ((t, n) for n, t in _durations.items() if n in _unmarked and t > SLOW_UNMARKED_S),
+        reverse=True,
+    )
+    if late:
+        terminalreporter.section(f"unmarked tests over {SLOW_UNMARKED_S:.0f} s: mark them slow")
+        for seconds, nodeid in late:
+            terminalreporter.line(f"{seconds:6.1f} s  {nodeid}")
 
 
 @pytest.fixture

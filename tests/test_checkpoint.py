@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, load_config
+from support import ROOT, load_config
 
 from jaxgen.engine import loop
 from jaxgen.engine.checkpoint import Checkpointer, CheckpointError, CheckpointMismatchError

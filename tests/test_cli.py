@@ -8,8 +8,11 @@ import sys
 import time
 
 import numpy as np
-from conftest import ROOT, load_config, offline_data
+import pytest
 from PIL import Image
+from support import ROOT, load_config, offline_data, run_script
+
+pytestmark = pytest.mark.cli
 
 CONFIG = "configs/vae.py:fashion_mnist,tiny"
 
@@ -25,40 +28,30 @@ def _offline_flags():
     return []
 
 
-def _run(script, *args, timeout=300):
-    return subprocess.run(
-        [sys.executable, script, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def test_train_then_sample_end_to_end(tmp_path):
     workdir = str(tmp_path / "run")
-    result = _run("train.py", f"--config={CONFIG}", f"--workdir={workdir}", *_offline_flags())
+    result = run_script("train.py", f"--config={CONFIG}", f"--workdir={workdir}", *_offline_flags())
     assert result.returncode == 0, result.stderr[-3000:]
     assert "summary | steps=4" in result.stdout and "final eval" in result.stdout
     assert {"checkpoints", "config.json", "metrics.jsonl", "samples"} <= set(os.listdir(workdir))
 
     out = str(tmp_path / "grid.png")
-    result = _run("sample.py", f"--workdir={workdir}", "--num=9", "--seed=1", f"--out={out}")
+    result = run_script("sample.py", f"--workdir={workdir}", "--num=9", "--seed=1", f"--out={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     images = np.load(str(tmp_path / "grid.npz"))["images"]
     assert images.shape == (9, 28, 28, 1) and 0 <= images.min() and images.max() <= 1
     assert Image.open(out).size[0] > 28 * 3
 
-    result = _run("sample.py", f"--workdir={workdir}", "--num=8", "--reconstruct")
+    result = run_script("sample.py", f"--workdir={workdir}", "--num=8", "--reconstruct")
     assert result.returncode == 0, result.stderr[-3000:]
     arrays = np.load(os.path.join(workdir, "reconstructions.npz"))
     assert arrays["originals"].shape == arrays["reconstructions"].shape == (8, 28, 28, 1)
 
 
 def test_sample_without_checkpoint_and_bad_config_exit_with_a_message(tmp_path):
-    result = _run("sample.py", f"--workdir={tmp_path}")
+    result = run_script("sample.py", f"--workdir={tmp_path}")
     assert result.returncode == 2 and "holds no jaxgen run" in result.stderr
-    result = _run(
+    result = run_script(
         "train.py",
         f"--config={CONFIG}",
         f"--workdir={tmp_path / 'r'}",
@@ -107,7 +100,7 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
 
 def test_sample_py_runs_every_diffusion_solver(tmp_path):
     workdir = str(tmp_path / "diff")
-    result = _run(
+    result = run_script(
         "train.py",
         "--config=configs/diffusion.py:fashion_mnist,tiny",
         f"--workdir={workdir}",
@@ -121,7 +114,7 @@ def test_sample_py_runs_every_diffusion_solver(tmp_path):
         ("dpm_solver", ["--order=3", "--method=singlestep"]),
     ):
         out = str(tmp_path / f"{solver}.png")
-        result = _run(
+        result = run_script(
             "sample.py",
             f"--workdir={workdir}",
             "--num=4",
@@ -134,7 +127,7 @@ def test_sample_py_runs_every_diffusion_solver(tmp_path):
         images = np.load(out.replace(".png", ".npz"))["images"]
         assert images.shape == (4, 28, 28, 1) and np.isfinite(images).all()
         assert 0 <= images.min() and images.max() <= 1 and images.std() > 0
-    result = _run("sample.py", f"--workdir={workdir}", "--solver=euler")
+    result = run_script("sample.py", f"--workdir={workdir}", "--solver=euler")
     assert result.returncode == 2 and "solver='euler' is not one of" in result.stderr
 
 
@@ -146,10 +139,12 @@ def test_sample_py_guided_generation(tmp_path):
         ("configs/diffusion.py:fashion_mnist,tiny,cond", diff),
         ("configs/classifier.py:fashion_mnist,tiny", clf),
     ):
-        result = _run("train.py", f"--config={config}", f"--workdir={workdir}", *_offline_flags())
+        result = run_script(
+            "train.py", f"--config={config}", f"--workdir={workdir}", *_offline_flags()
+        )
         assert result.returncode == 0, result.stderr[-3000:]
     out = str(tmp_path / "cfg.png")
-    result = _run(
+    result = run_script(
         "sample.py",
         f"--workdir={diff}",
         "--sampler=dpm_solver++",
@@ -167,7 +162,7 @@ def test_sample_py_guided_generation(tmp_path):
     np.testing.assert_array_equal(saved["labels"], np.repeat(np.arange(10), 2))
     width, height = Image.open(out).size
     assert height > 4 * width  # 10 rows of 2
-    result = _run(
+    result = run_script(
         "sample.py",
         f"--workdir={diff}",
         "--solver=ddpm",
@@ -182,7 +177,9 @@ def test_sample_py_guided_generation(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (np.load(tmp_path / "clf.npz")["labels"] == 3).all()
 
-    result = _run("sample.py", f"--workdir={diff}", "--guidance=cfg", "--scale=3", "--class=12")
+    result = run_script(
+        "sample.py", f"--workdir={diff}", "--guidance=cfg", "--scale=3", "--class=12"
+    )
     assert result.returncode == 2 and "--class='12' is not a class" in result.stderr
 
     # --rescale and --interval reach the sampler: each changes the images.
@@ -192,7 +189,7 @@ def test_sample_py_guided_generation(tmp_path):
         if name == "interval":
             extra = ["--interval=0.5,1.0"]
         out = str(tmp_path / f"{name}.png")
-        result = _run("sample.py", *common, "--num=4", *extra, f"--out={out}")
+        result = run_script("sample.py", *common, "--num=4", *extra, f"--out={out}")
         assert result.returncode == 0, (name, result.stderr[-3000:])
         grids[name] = np.load(out.replace(".png", ".npz"))["images"]
     # (Sampling is deterministic, so any change shows the flag reached the sampler; the tiny
@@ -201,7 +198,7 @@ def test_sample_py_guided_generation(tmp_path):
     assert not np.array_equal(grids["interval"], grids["plain"])
 
     # --eval_only: the run's config with a new eval section, metrics printed as JSON.
-    result = _run(
+    result = run_script(
         "train.py",
         "--config=configs/diffusion.py:fashion_mnist,tiny,cond",
         f"--workdir={diff}",
@@ -238,7 +235,7 @@ def test_sample_py_chunks_and_refuses_nan_images_bad_values_and_folders(tmp_path
         checkpoints.close()
 
     out = tmp_path / "ok" / "grid.png"
-    result = _run("sample.py", f"--workdir={workdir}", "--num=5", "--batch=2", f"--out={out}")
+    result = run_script("sample.py", f"--workdir={workdir}", "--num=5", "--batch=2", f"--out={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "sample: 100%" in result.stderr  # a progress bar: three chunks
     kwargs = sampling.prepare(setup, {}, None)
@@ -246,7 +243,7 @@ def test_sample_py_chunks_and_refuses_nan_images_bad_values_and_folders(tmp_path
     np.testing.assert_array_equal(np.load(tmp_path / "ok" / "grid.npz")["images"], expected[0])
 
     def refused(*args, match):
-        result = _run("sample.py", *args)
+        result = run_script("sample.py", *args)
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
         assert match in errors[0] and "Traceback" not in result.stderr, errors[0]

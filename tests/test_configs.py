@@ -3,7 +3,7 @@
 import itertools
 
 import pytest
-from conftest import CONFIGS, ROOT, config_module, load_config, offline_data
+from support import CONFIGS, ROOT, config_module, load_config, offline_data
 
 from jaxgen.engine import loop
 from jaxgen.engine.config import validate

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import two_player_family
-from conftest import ROOT, load_config
 from jax.sharding import PartitionSpec
+from support import ROOT, leaves, load_config
 
 from jaxgen.data import load_splits, step_batch
 from jaxgen.engine import loop, sampling
@@ -25,10 +25,6 @@ from jaxgen.errors import ConfigError
 from jaxgen.families import FAMILIES, Capabilities, Family, get_family
 
 TWO_PLAYER = "tests.two_player_family"
-
-
-def _leaves(state):
-    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state))]
 
 
 def test_families_are_found_by_name_or_module_path_and_unknown_names_are_named():
@@ -51,6 +47,7 @@ def test_a_declared_capability_needs_its_entry_point():
         family.check(Capabilities(held_out=False, batches_per_step=0))
 
 
+@pytest.mark.cli
 def test_two_players_three_batches_a_step_train_stop_and_resume_bit_for_bit(tmp_path):
     config = two_player_family.get_config()
     straight, summary = loop.train_and_evaluate(config, str(tmp_path / "a"))
@@ -68,7 +65,7 @@ def test_two_players_three_batches_a_step_train_stop_and_resume_bit_for_bit(tmp_
     assert summary["stopped_early"] and Checkpointer(str(tmp_path / "b")).all_steps() == [2]
     resumed, _ = loop.train_and_evaluate(config, str(tmp_path / "b"))
     assert int(resumed.step) == config.train.num_steps
-    for a, b in zip(_leaves(straight), _leaves(resumed), strict=True):
+    for a, b in zip(leaves(straight), leaves(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
     # Both players trained, each with its own optimiser state (Adam moments vs plain SGD).
     fresh = two_player_family.init(config, jax.random.PRNGKey(config.seed), None)
@@ -149,10 +146,10 @@ def test_every_step_draws_fresh_randomness(family):
     again, _ = step(state, batch)
     differ = [
         not np.array_equal(a, b)
-        for a, b in zip(_leaves(at_0.players), _leaves(at_5.players), strict=True)
+        for a, b in zip(leaves(at_0.players), leaves(at_5.players), strict=True)
     ]
     assert any(differ)
-    for a, b in zip(_leaves(at_0.players), _leaves(again.players), strict=True):
+    for a, b in zip(leaves(at_0.players), leaves(again.players), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -189,6 +186,7 @@ def test_a_prior_refuses_a_run_that_is_not_a_tokenizer(tmp_path):
         loop.make_setup(config, need_data=False)
 
 
+@pytest.mark.cli
 def test_two_families_keep_their_own_option_of_the_same_name(tmp_path):
     """``steps`` is the diffusion solver's (default 0: the config's) and the test family's
     (default 3 draws); each workdir's sample.py gets its own default and help."""
@@ -263,12 +261,12 @@ def test_stop_and_resume_is_bit_exact_and_eight_devices_equal_one(family, tmp_pa
     straight, _ = loop.train_and_evaluate(config, str(tmp_path / "a"))
     loop.train_and_evaluate(make_steps(make, 3), str(tmp_path / "b"), stop_at_step=1)
     resumed, _ = loop.train_and_evaluate(make_steps(make, 3), str(tmp_path / "b"))
-    for a, b in zip(_leaves(straight), _leaves(resumed), strict=True):
+    for a, b in zip(leaves(straight), leaves(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
     single, _ = loop.train_and_evaluate(
         make_steps(make, 3), str(tmp_path / "c"), devices=jax.devices()[:1]
     )
-    for a, b in zip(_leaves(straight.players), _leaves(single.players), strict=True):
+    for a, b in zip(leaves(straight.players), leaves(single.players), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
     assert len(jax.tree.leaves(straight.players)[0].sharding.device_set) == 8
 

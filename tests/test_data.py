@@ -6,8 +6,8 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import REQUIRE_DATA, ROOT, load_config, require_data
 from PIL import Image
+from support import REQUIRE_DATA, ROOT, load_config, require_data
 
 from jaxgen.data import DataError, batch_indices, eval_batches, load_splits, train_batch
 from jaxgen.data.sources import read_idx

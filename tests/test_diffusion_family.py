@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, load_config
 from jax.flatten_util import ravel_pytree
+from support import ROOT, load_config
 
 from jaxgen.data import load_splits, train_batch
 from jaxgen.errors import ConfigError

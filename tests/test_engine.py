@@ -1,6 +1,5 @@
 """The engine: sharded steps, resume, preemption and checkpoints."""
 
-import functools
 import json
 import os
 import re
@@ -9,46 +8,23 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from support import leaves, run_steps
 
-from jaxgen.data import load_splits, train_batch
 from jaxgen.engine import loop
 from jaxgen.engine.checkpoint import Checkpointer
-from jaxgen.engine.mesh import batch_sharding, global_batch, replicated
 from jaxgen.engine.metrics import read_metrics
 from jaxgen.errors import CheckpointError
-
-
-def _leaves(state):
-    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state))]
-
-
-def _run_steps(config, devices, num_steps):
-    setup = loop.make_setup(config, devices)
-    state = setup.init_state()
-    step_fn = jax.jit(
-        functools.partial(setup.family.train_step, config),
-        in_shardings=(setup.state_sharding, batch_sharding(setup.mesh)),
-        out_shardings=(setup.state_sharding, replicated(setup.mesh)),
-        donate_argnums=0,
-    )
-    train, _ = load_splits(config.data)
-    for k in range(num_steps):
-        batch = global_batch(
-            train_batch(train, config.seed, k, config.train.batch_size), setup.mesh
-        )
-        state, metrics = step_fn(state, batch)
-    return state, jax.device_get(metrics)
 
 
 def test_eight_device_step_equals_one_device_step(tiny_vae_config):
     assert jax.device_count() == 8
     config = tiny_vae_config
     config.model.kind = "conv"
-    sharded, m8 = _run_steps(config, jax.devices(), 3)
-    single, m1 = _run_steps(config, jax.devices()[:1], 3)
+    sharded, m8 = run_steps(config, jax.devices(), 3)
+    single, m1 = run_steps(config, jax.devices()[:1], 3)
     # The batch really was split over eight devices.
     assert len(sharded.model.params["decoder"]["Conv_0"]["kernel"].sharding.device_set) == 8
-    for a, b in zip(_leaves(sharded), _leaves(single), strict=True):
+    for a, b in zip(leaves(sharded), leaves(single), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
 
@@ -63,7 +39,7 @@ def test_stopped_and_resumed_equals_uninterrupted_bit_for_bit(tiny_vae_config, t
     assert Checkpointer(str(tmp_path / "b")).all_steps() == [3]
     resumed, summary = loop.train_and_evaluate(config, str(tmp_path / "b"))
     assert not summary["stopped_early"] and int(resumed.step) == 6
-    for a, b in zip(_leaves(straight), _leaves(resumed), strict=True):
+    for a, b in zip(leaves(straight), leaves(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
     rows = read_metrics(str(tmp_path / "b"))
     assert [r["step"] for r in rows if r["split"] == "train"] == [2, 3, 4, 6]

@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, load_config
+from support import ROOT, load_config
 
 from jaxgen.eval import class_accuracy, evaluator_outputs, within_class_diversity
 from jaxgen.families import classifier

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 import scipy.ndimage
-from conftest import ROOT, load_config, require_data
+from support import ROOT, load_config, require_data
 
 from jaxgen.data import load_splits
 from jaxgen.engine import loop
@@ -177,6 +177,7 @@ def test_training_loop_logs_sample_metrics(vae_run):
     assert all(np.isfinite(r["fd"]) and r["fd"] > 0 and "kid" in r for r in rows)
 
 
+@pytest.mark.cli
 def test_eval_command_writes_eval_json_for_a_vae(mnist_evaluator, vae_run):
     proc = _eval_cli(
         f"--workdir={vae_run}", "--num=300", "--batch=128", f"--evaluator={mnist_evaluator.workdir}"
@@ -198,6 +199,7 @@ def test_eval_command_writes_eval_json_for_a_vae(mnist_evaluator, vae_run):
     assert "FID" not in proc.stdout
 
 
+@pytest.mark.cli
 def test_eval_command_scores_class_accuracy_and_records_sampler_options(mnist_evaluator, tmp_path):
     workdir = _tiny_run("diffusion.py", "mnist,tiny,cond", tmp_path / "diffusion")
     proc = _eval_cli(
@@ -305,6 +307,7 @@ def test_augmentation_shifts_and_flips_each_image_on_its_own():
     np.testing.assert_array_equal(same, x)
 
 
+@pytest.mark.cli
 def test_eval_command_scores_sample_files(mnist_evaluator, test_images, tmp_path):
     rng = np.random.default_rng(0)
     real = test_images[rng.permutation(len(test_images))[:500]].astype(np.float32) / 255.0

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, load_config
+from support import ROOT, leaves, load_config, trees_equal
 
 from jaxgen.errors import ConfigError
 from jaxgen.eval import modes
@@ -24,14 +24,6 @@ def _real(config, seed=0):
     n, b = config.gan.n_critic, config.train.batch_size
     x = jax.random.uniform(jax.random.PRNGKey(seed), (n, b, *config.data.image_shape))
     return 2.0 * x - 1.0
-
-
-def _leaves(tree):
-    return [np.asarray(x) for x in jax.tree.leaves(tree)]
-
-
-def _equal(a, b):
-    return all(np.array_equal(x, y) for x, y in zip(_leaves(a), _leaves(b), strict=True))
 
 
 @pytest.mark.parametrize("variant", ["", "wgan", "wgan_gp"])
@@ -53,26 +45,28 @@ def test_each_update_moves_only_its_player_and_the_scan_equals_separate_calls(va
         disc, _ = d_update(sep, real[j], jax.random.fold_in(key, j))
         sep = sep.replace(players={**sep.players, "discriminator": disc})
     # The critic phase left every generator parameter (and its batch statistics) bit-identical.
-    assert _equal(sep.players["generator"], state.players["generator"])
-    assert _equal(sep.extra, state.extra)
-    assert not _equal(sep.players["discriminator"].params, state.players["discriminator"].params)
+    assert trees_equal(sep.players["generator"], state.players["generator"])
+    assert trees_equal(sep.extra, state.extra)
+    assert not trees_equal(
+        sep.players["discriminator"].params, state.players["discriminator"].params
+    )
     gen, stats, _ = jax.jit(lambda s, k: gan.generator_update(config, s, real.shape[1], k))(
         sep, jax.random.fold_in(key, n)
     )
-    assert not _equal(gen.params, state.players["generator"].params)
+    assert not trees_equal(gen.params, state.players["generator"].params)
     # The one jitted step (critic lax.scan + generator update) equals the separate calls, and
     # its generator update left the critic exactly as the critic phase did.
     stepped, metrics = jax.jit(lambda s, r: gan.adversarial_step(config, s, r))(state, real)
     for a, b in zip(
-        _leaves(stepped.players["discriminator"]),
-        _leaves(sep.players["discriminator"]),
+        leaves(stepped.players["discriminator"]),
+        leaves(sep.players["discriminator"]),
         strict=True,
     ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    for a, b in zip(_leaves(stepped.players["generator"]), _leaves(gen), strict=True):
+    for a, b in zip(leaves(stepped.players["generator"]), leaves(gen), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     if stats is not None:
-        for a, b in zip(_leaves(stepped.extra["generator_stats"]), _leaves(stats), strict=True):
+        for a, b in zip(leaves(stepped.extra["generator_stats"]), leaves(stats), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert int(stepped.step) == 1
     assert {"d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm", "g_grad_norm"} <= set(metrics)

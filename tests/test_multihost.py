@@ -16,12 +16,14 @@ import jax
 import multihost_child as child
 import numpy as np
 import pytest
-from conftest import ROOT
+from support import ROOT
 
 from jaxgen.data import batch_indices, load_splits
 from jaxgen.engine import loop
 from jaxgen.engine.checkpoint import Checkpointer
 from jaxgen.engine.metrics import read_metrics
+
+pytestmark = pytest.mark.multihost
 
 TIMEOUT_S = 240  # both children together; a run takes ~25 s on 2 shared cores
 TOL = {"rtol": 1e-5, "atol": 1e-6}

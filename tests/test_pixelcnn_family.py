@@ -7,8 +7,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, load_config
-from test_engine import _leaves
+from support import ROOT, leaves, load_config, run_script
 
 from jaxgen.engine import loop
 from jaxgen.engine.metrics import read_metrics
@@ -61,7 +60,7 @@ def test_prior_learns_the_codes_of_the_frozen_first_stage(first_stage, prior):
         "params": {k: v for k, v in vq_state.model.params.items()},
         "codebook": vq_state.extra["ema"].codebook,
     }
-    for a, b in zip(_leaves(frozen), _leaves(state.frozen), strict=True):
+    for a, b in zip(leaves(frozen), leaves(state.frozen), strict=True):
         np.testing.assert_array_equal(a, b)
     rows = [r for r in read_metrics(workdir) if r["split"] == "train"]
     k = config.first_stage.config.vq.num_codes
@@ -106,21 +105,22 @@ def test_a_first_stage_of_other_images_is_refused(first_stage, tmp_path):
     assert not os.path.exists(tmp_path / "run")
 
 
+@pytest.mark.cli
 def test_sample_py_generates_per_class_and_shows_a_vqvae_alone_as_reconstructions(
     first_stage, prior, tmp_path
 ):
-    from test_cli import _run
-
     _, workdir, _, _ = prior
     out = str(tmp_path / "grid.png")
-    result = _run("sample.py", f"--workdir={workdir}", "--class=all", "--num=6", f"--out={out}")
+    result = run_script(
+        "sample.py", f"--workdir={workdir}", "--class=all", "--num=6", f"--out={out}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     arrays = np.load(str(tmp_path / "grid.npz"))
     assert arrays["images"].shape == (6, 16, 16, 1)
     np.testing.assert_array_equal(arrays["labels"], [0, 0, 1, 1, 2, 2])
-    result = _run("sample.py", f"--workdir={workdir}", "--class=3")
+    result = run_script("sample.py", f"--workdir={workdir}", "--class=3")
     assert result.returncode == 2 and "--class='3' is not a class of this model" in result.stderr
-    result = _run("sample.py", f"--workdir={first_stage[0]}", "--num=8")
+    result = run_script("sample.py", f"--workdir={first_stage[0]}", "--num=8")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "does not generate on its own" in result.stdout
     recon = np.load(os.path.join(first_stage[0], "reconstructions.npz"))

@@ -19,7 +19,7 @@ from strategies import arrays, floats
 from jaxgen import diffusion as dfn
 from jaxgen.diffusion import guidance
 
-SETTINGS = settings(max_examples=25, deadline=None, database=None)
+SETTINGS = settings(deadline=None, database=None)
 
 LINEAR = dfn.make_schedule("linear", 1000)
 COSINE = dfn.make_schedule("cosine", 1000)  # alpha(t_max) = 4.9e-5

@@ -21,7 +21,7 @@ from strategies import arrays, floats
 
 from jaxgen import losses
 
-SETTINGS = settings(max_examples=25, deadline=None, database=None)
+SETTINGS = settings(deadline=None, database=None)
 
 
 def assert_close(actual, expected, tol):

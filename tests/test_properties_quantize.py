@@ -16,7 +16,7 @@ from strategies import arrays, floats
 
 from jaxgen import quantize as vq
 
-SETTINGS = settings(max_examples=25, deadline=None, database=None)
+SETTINGS = settings(deadline=None, database=None)
 
 K, D = 8, 3  # codebook size and code dimension
 SHAPES = [(6, D), (2, 3, D)]  # encoder outputs [..., D]

@@ -10,7 +10,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, load_config
+from support import ROOT, load_config
 
 from jaxgen.data import DataError, load_splits
 from jaxgen.engine import evals, loop, signals
@@ -196,6 +196,7 @@ def test_prefetching_batches_changes_nothing(tmp_path):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.cli
 def test_train_py_turns_bad_overrides_into_one_line(tmp_path):
     for override, message in [
         ("--config.train.nun_steps=3", "unknown config key in an override: 'nun_steps'"),

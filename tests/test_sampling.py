@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, load_config
+from support import ROOT, load_config
 
 from jaxgen.engine import images as images_lib
 from jaxgen.engine import loop, sampling

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, load_config
+from support import ROOT, load_config
 
 from jaxgen import tokens
 from jaxgen.engine import loop, sampling

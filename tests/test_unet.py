@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, load_config
 from jax.flatten_util import ravel_pytree
+from support import ROOT, load_config
 
 from jaxgen.families import diffusion
 from jaxgen.nn.unet import UNet, count_params, num_groups, timestep_embedding

@@ -7,8 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, load_config, require_data
-from test_engine import _leaves, _run_steps
+from support import ROOT, leaves, load_config, require_data, run_steps
 
 from jaxgen import quantize as vq
 from jaxgen.data import load_splits, train_batch
@@ -138,10 +137,10 @@ def test_dead_codes_are_restarted_inside_the_step_from_encoder_outputs():
 def test_eight_device_steps_equal_one_device_steps_with_ema_and_restarts():
     config = _config()
     config.train.batch_size = 16
-    sharded, m8 = _run_steps(config, jax.devices(), 3)
-    single, m1 = _run_steps(config, jax.devices()[:1], 3)
+    sharded, m8 = run_steps(config, jax.devices(), 3)
+    single, m1 = run_steps(config, jax.devices()[:1], 3)
     assert len(sharded.extra["ema"].codebook.sharding.device_set) == 8
-    for a, b in zip(_leaves(sharded), _leaves(single), strict=True):
+    for a, b in zip(leaves(sharded), leaves(single), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
 
@@ -165,7 +164,7 @@ def test_a_tiny_run_learns_and_a_resumed_run_equals_it(tmp_path):
     _, summary = loop.train_and_evaluate(config, str(tmp_path / "b"), stop_at_step=70)
     assert summary["stopped_early"]
     resumed, _ = loop.train_and_evaluate(config, str(tmp_path / "b"))
-    for a, b in zip(_leaves(straight), _leaves(resumed), strict=True):
+    for a, b in zip(leaves(straight), leaves(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
