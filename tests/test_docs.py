@@ -8,6 +8,7 @@ exists. Nothing here compiles a JAX program.
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib
 import re
@@ -130,11 +131,11 @@ def test_the_link_check_catches_a_broken_link(tmp_path):
 
 def _config_refs() -> set[tuple[str, str]]:
     """``(file stem, argument)`` of every config the live pages and the scripts' docstrings name."""
-    refs = set()
-    for page in [*LIVE_PAGES, ROOT / "train.py", ROOT / "sample.py"]:
-        for name, arg in CONFIG_REF.findall(page.read_text()):
-            refs.add((name, arg))
-    return refs
+    texts = [page.read_text() for page in LIVE_PAGES]
+    texts += [
+        ast.get_docstring(ast.parse((ROOT / s).read_text())) for s in ("train.py", "sample.py")
+    ]
+    return {ref for text in texts for ref in CONFIG_REF.findall(text)}
 
 
 def test_every_config_and_variant_named_exists():
