@@ -248,3 +248,19 @@ def test_every_jaxgen_name_in_the_docs_exists():
             break
         else:
             pytest.fail(f"the docs name {name}, which cannot be imported")
+
+
+def test_the_configs_guide_lists_every_file_its_data_sets_variants_and_family():
+    row = re.compile(r"^\| `configs/(\w+)\.py` \| `(\w+)` \| ([\w, ]+) \| (.*) \|$")
+    rows = {}
+    for line in (ROOT / "docs" / "guides" / "configs.md").read_text().splitlines():
+        m = row.match(line)
+        if m:
+            rows[m.group(1)] = m.groups()[1:]
+    files = {p.stem for p in (ROOT / "configs").glob("*.py")} - {"__init__", "common"}
+    assert set(rows) == files
+    for name, (family, datasets, variants) in rows.items():
+        module = config_module(ROOT / "configs" / f"{name}.py")
+        assert [d.strip() for d in datasets.split(",")] == list(module.DATASETS), name
+        assert set(re.findall(r"`(\w+)`", variants)) == set(module.VARIANTS), name
+        assert module.get_config().family == family, name
