@@ -1,14 +1,16 @@
-"""Train a jaxgen model.
+r"""Train a jaxgen model.
 
-    python train.py --config=configs/vae_fashion_mnist.py --workdir=runs/vae \
+    python train.py --config=configs/vae.py:fashion_mnist --workdir=runs/vae \
         [--config.train.num_steps=5000 ...]
 
+``--config`` is a config file with its data set and variants after the colon
+(``configs/<family>.py:<data set>[,<variant>...]``; docs/guides/configs.md lists them).
 Running it again with the same --workdir resumes from the latest checkpoint, with the same config
 (a run whose stored config differs in the model, data or optimisation stops and lists the
 differences; --allow_config_change resumes anyway). With --eval_only it
 restores the latest checkpoint and evaluates it on the test split instead; the run's own
 config.json is used, except that the ``eval`` section comes from --config when one is given
-(``--config=configs/vae_mnist.py --config.eval.iwae_k=1000``).
+(``--config=configs/vae.py:mnist --config.eval.iwae_k=1000``).
 """
 
 import json
