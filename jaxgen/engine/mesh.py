@@ -33,8 +33,8 @@ def maybe_initialize_distributed(config) -> None:
     """Join a multi-host run when the config or the environment asks for one.
 
     ``jax.distributed.initialize()`` reads the coordinator address, process count and id from
-    the cluster environment (TPU pods, SLURM, Open MPI) or from the ``JAX_COORDINATOR_ADDRESS``
-    / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID`` variables.
+    the cluster environment (TPU pods, SLURM, Open MPI, GKE). On plain hosts JAX reads only
+    ``JAX_COORDINATOR_ADDRESS``; docs/guides/distributed.md says what to set there.
     """
     asked = config.get("distributed", False) or os.environ.get("JAXGEN_DISTRIBUTED") == "1"
     if asked and not jax.distributed.is_initialized():
