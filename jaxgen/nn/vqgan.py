@@ -29,8 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgen.nn.gan import Norm
-from jaxgen.nn.layers import conv, group_norm
+from jaxgen.nn.layers import Norm, conv, group_norm
 
 PATCH_NORMS = ("batch", "group", "none")
 
