@@ -1,6 +1,7 @@
 """The building blocks shared by the networks: the sinusoidal time embedding, GroupNorm and
 convolution factories, the GAN networks' choice of normalisation (``Norm``, with DCGAN's
-initialisation), the time-conditioned residual block, stride-2 down- and nearest-neighbour
+initialisation), scaled dot-product attention (``jaxgen.nn.transformer``, ``jaxgen.nn.vqgan``),
+the time-conditioned residual block, stride-2 down- and nearest-neighbour
 up-sampling (``jaxgen.nn.unet``, ``jaxgen.nn.classifier``), and the pixel shuffle
 ``depth_to_space`` (the decoders of ``jaxgen.nn.vae`` and ``jaxgen.nn.vqvae``).
 
@@ -18,6 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Time t in (0, 1] is multiplied by this before ``timestep_embedding``: the discrete step scale
 # that DDPM's architecture was tuned for.
@@ -52,6 +54,24 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> 
     if dim % 2:
         emb = jnp.pad(emb, ((0, 0), (0, 1)))
     return emb
+
+
+# A masked attention logit: finite, so a fully masked row gives uniform weights instead of NaN.
+MASKED_LOGIT = -1e9
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Scaled dot-product attention per head, ``softmax(q k^T / sqrt(D)) v``.
+
+    ``q: [B, Tq, H, D]``, ``k, v: [B, Tk, H, D]`` -> ``[B, Tq, H, D]``. ``mask`` (bool,
+    broadcastable to ``[Tq, Tk]``; True = may attend) sets the other logits to ``MASKED_LOGIT``.
+    Logits and softmax are float32 whatever the compute dtype; the weights return to ``v``'s.
+    """
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / np.sqrt(q.shape[-1])
+    if mask is not None:
+        logits = jnp.where(mask, logits, MASKED_LOGIT)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
 def group_norm(channels: int, dtype: Any) -> nn.GroupNorm:
