@@ -32,7 +32,6 @@ import importlib.util
 import logging
 import os
 import pickle
-import tempfile
 import zipfile
 
 import chex
@@ -41,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgen.errors import CheckpointError, ConfigError
+from jaxgen.files import atomic_write
 
 # Output channels of the 13 convolutions of VGG16 (configuration D).
 VGG16_CHANNELS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
@@ -214,23 +214,10 @@ def _cache_path(source: str, cache_dir: str | None) -> str:
 
 
 def _write_npz_atomically(path: str, flat: dict[str, np.ndarray]) -> None:
-    # A unique temporary name, not a fixed one: the cache is shared, and two processes (test
-    # workers, hosts on one file system) may build it at once.
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **flat)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+    # The cache is shared: atomic_write's unique temporary names let two processes (test
+    # workers, hosts on one file system) build it at once.
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **flat)
 
 
 def load_vgg16(path: str | None = None, cache_dir: str | None = None) -> dict:
