@@ -1,6 +1,9 @@
 """The shared building blocks of jaxgen.nn.layers: attention against a direct NumPy computation,
 through both networks that use it (the VQ-GAN's AttnBlock, the CodeTransformer with its causal
-mask and its key-value cache)."""
+mask and its key-value cache), and the rule that networks share code through it only."""
+
+import ast
+import pathlib
 
 import flax.linen as nn
 import jax
@@ -131,3 +134,15 @@ def test_code_transformer_causal_forward_and_kv_cache_decode_match_direct_attent
         if pos < length:
             prev = tokens[:, pos]
     np.testing.assert_allclose(np.stack(decoded, 1), want, rtol=1e-4, atol=1e-4)
+
+
+def test_networks_share_code_through_layers_only():
+    """A network module imports shared pieces from jaxgen.nn.layers, never from another network
+    (the VQ-GAN once took its Norm from the GAN's module)."""
+    folder = pathlib.Path(attention.__code__.co_filename).parent
+    for path in sorted(folder.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        others = {m for m in modules if m.startswith("jaxgen.nn") and m != "jaxgen.nn.layers"}
+        assert not others, f"{path.name} imports {sorted(others)}"
