@@ -34,8 +34,9 @@ from absl import app, flags, logging
 
 from jaxgen.data import DataError, load_splits
 from jaxgen.engine import cli, loop, sampling
-from jaxgen.engine.images import atomic_path, save_grid, unwritable_reason
+from jaxgen.engine.images import save_grid, unwritable_reason
 from jaxgen.errors import CheckpointError, ConfigError
+from jaxgen.files import atomic_path, target_of
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A train.py workdir.")
 _NUM = flags.DEFINE_integer("num", 64, "How many images.")
@@ -84,7 +85,7 @@ def _check_writable(out, npz):
 def _write(grid, ncol, arrays, out, npz):
     """The PNG grid and the ``.npz``, each through a temporary file that is removed if
     anything fails (so a failed PNG leaves no ``.npz`` either)."""
-    with atomic_path(npz, ".npz") as tmp:
+    with atomic_path(npz) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
         save_grid(grid, out, ncol)
@@ -148,7 +149,7 @@ def main(argv):
             _write(grid, ncol, arrays, out, npz)
         except OSError as e:  # past _check_writable: a full disk, a folder made meanwhile
             path = str(e.filename2 or e.filename or out)
-            path = path.removesuffix(".tmp.png").removesuffix(".tmp.npz")  # what was meant
+            path = target_of(path)  # the file meant, not its temporary name
             print(f"error: cannot write {path}: {e.strerror or e}", file=sys.stderr)
             sys.exit(2)
         print(f"wrote {out} and {npz} (step {int(state.step)}, family {name})")

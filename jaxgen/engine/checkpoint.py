@@ -51,6 +51,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from jaxgen.errors import CheckpointError
+from jaxgen.files import atomic_write
 
 CONFIG_FILE = "config.json"
 CHECKSUM_DIR = "checksums"
@@ -72,11 +73,8 @@ class CheckpointMismatchError(CheckpointError):
 def save_config(workdir: str, config) -> None:
     if jax.process_index() != 0:
         return
-    os.makedirs(workdir, exist_ok=True)
-    tmp = os.path.join(workdir, CONFIG_FILE + ".tmp")
-    with open(tmp, "w") as f:
+    with atomic_write(os.path.join(workdir, CONFIG_FILE)) as f:
         f.write(config.to_json(indent=2))
-    os.replace(tmp, os.path.join(workdir, CONFIG_FILE))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -201,22 +199,17 @@ class Checkpointer:
             ) from e
 
     def _write_checksum(self, step: int) -> None:
-        os.makedirs(self.checksum_dir, exist_ok=True)
         record = {"step": step, "algorithm": "sha256", "files": _file_digests(self.step_path(step))}
-        path = self.checksum_path(step)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
+        with atomic_write(self.checksum_path(step)) as f:
             json.dump(record, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
 
     def _prune_checksums(self, kept: set[int]) -> None:
         if not os.path.isdir(self.checksum_dir):
             return
         for name in os.listdir(self.checksum_dir):
             match = re.fullmatch(r"(\d+)\.json", name)
-            if name.endswith(".tmp") or (match and int(match.group(1)) not in kept):
+            # ".tmp": left by a writer that was killed mid-write (jaxgen.files.atomic_path)
+            if ".tmp" in name or (match and int(match.group(1)) not in kept):
                 os.remove(os.path.join(self.checksum_dir, name))
 
     def _remove_checksum(self, step: int) -> None:

@@ -1,13 +1,14 @@
-"""Image grids as PNG files, and atomic writes of sample files."""
+"""Image grids as PNG files (written atomically), and why a path cannot be written."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 
 import numpy as np
 from PIL import Image
+
+from jaxgen.files import atomic_path
 
 
 def make_grid(images: np.ndarray, ncol: int | None = None, pad: int = 2) -> np.ndarray:
@@ -43,27 +44,12 @@ def unwritable_reason(path: str) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def atomic_path(path: str, suffix: str):
-    """A temporary path beside ``path`` (``path + '.tmp' + suffix``) to write to: renamed onto
-    ``path`` when the block ends, removed if the block or the rename fails. Creates the folder."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp" + suffix
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
 def save_grid(images: np.ndarray, path: str, ncol: int | None = None, scale: int = 2) -> str:
     """Write a PNG grid (each pixel ``scale`` x ``scale``); writes atomically; returns the path."""
     grid = make_grid(images, ncol)
     im = Image.fromarray(grid)
     if scale > 1:
         im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
-    with atomic_path(path, ".png") as tmp:
+    with atomic_path(path) as tmp:
         im.save(tmp)
     return path

@@ -16,6 +16,8 @@ import time
 import jax
 import numpy as np
 
+from jaxgen.files import atomic_write
+
 
 class MetricsWriter:
     def __init__(self, workdir: str, start_time: float | None = None):
@@ -45,10 +47,8 @@ class MetricsWriter:
             lines = [line for line in f if line.strip()]
         keep = [line for line in lines if _step_of(line) <= step]
         if len(keep) != len(lines):
-            tmp = self.path + ".tmp"
-            with open(tmp, "w") as f:
+            with atomic_write(self.path) as f:
                 f.writelines(keep)
-            os.replace(tmp, self.path)
         return len(lines) - len(keep)
 
 

@@ -33,10 +33,10 @@ from absl import app, flags, logging
 
 from jaxgen.data import DataError, load_splits
 from jaxgen.engine import cli, loop, sampling
-from jaxgen.engine.images import atomic_path
 from jaxgen.errors import CheckpointError, ConfigError
 from jaxgen.eval import evaluator as evaluator_lib
 from jaxgen.eval import report
+from jaxgen.files import atomic_write
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A train.py workdir to evaluate.")
 _NUM = flags.DEFINE_integer("num", 10_000, "How many samples (or reference images).")
@@ -83,12 +83,9 @@ def _settings() -> report.Settings:
 
 
 def _write_json(path: str, payload: dict) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    with atomic_path(path, ".json") as tmp:
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=2, allow_nan=False)
-            f.write("\n")
+    with atomic_write(path) as f:
+        json.dump(payload, f, indent=2, allow_nan=False)
+        f.write("\n")
 
 
 def _header(evaluator, num_real: int) -> dict:

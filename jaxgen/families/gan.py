@@ -44,7 +44,8 @@ from jaxgen.families.common import (
 )
 from jaxgen.families.state import State, TrainState, gradient_step
 from jaxgen.losses import gan as gan_losses
-from jaxgen.nn.gan import NORMS, ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
+from jaxgen.nn.gan import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
+from jaxgen.nn.layers import NORMS
 
 MODEL_KINDS = ("conv", "mlp")
 SAMPLE_OPTIONS = (SampleOption("temperature", 1.0, "Noise scale: z ~ N(0, t^2 I)."),)

@@ -155,10 +155,10 @@ def validate_config(config) -> None:
             "VGG16 halves the image four times before its last tapped stage"
         )
     if uses_perceptual(config):
-        from jaxgen.losses import lpips
+        from jaxgen.weights import lpips as lpips_weights
 
         if not v.lpips_weights:
-            lpips.default_weights_path()  # raises ConfigError with the install command
+            lpips_weights.default_weights_path()  # raises ConfigError with the install command
 
 
 def capabilities(config) -> Capabilities:
@@ -167,9 +167,9 @@ def capabilities(config) -> Capabilities:
 
 
 def _perceptual_params(config):
-    from jaxgen.losses import lpips
+    from jaxgen.weights import lpips as lpips_weights
 
-    return lpips.load_vgg16(config.vqgan.lpips_weights or None)
+    return lpips_weights.load_vgg16(config.vqgan.lpips_weights or None)
 
 
 def init(config, rng: jax.Array, example_batch) -> State:

@@ -5,8 +5,8 @@ Shapes: a generator maps noise ``z: [B, Z]`` to samples in ``[-1, 1]`` of ``out_
 (``(H, W, C)`` images or ``(D,)`` points); a discriminator maps samples to one real score per
 example, ``[B]`` (a logit, or a Wasserstein critic's value).
 
-Normalisation (``norm``): ``"batch"``, ``"layer"`` (per example over H, W and C, as the
-WGAN-GP paper recommends for its critic) or ``"none"``.
+Normalisation (``norm``, :class:`jaxgen.nn.layers.Norm`): ``"batch"``, ``"layer"`` (per example
+over H, W and C, as the WGAN-GP paper recommends for its critic) or ``"none"``.
 
 - A batch-normed **generator** keeps running statistics (the ``batch_stats`` collection, which
   the family stores in ``State.extra``): batch statistics while training, the running averages
@@ -29,58 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgen.nn.layers import depth_to_space
-
-NORMS = ("batch", "layer", "none")
-
-
-# DCGAN's initialisation: weights ~ N(0, 0.02); norm scales ~ N(1, 0.02).
-def dcgan_init(std: float = 0.02):
-    return nn.initializers.normal(std)
-
-
-def _scale_init(std: float = 0.02):
-    def init(key, shape, dtype=jnp.float32):
-        return 1.0 + std * jax.random.normal(key, shape, dtype)
-
-    return init
-
-
-class Norm(nn.Module):
-    """The chosen normalisation of a ``[B, ..., C]`` activation (see the module docstring)."""
-
-    kind: str
-    use_running_average: bool = False
-    init_std: float = 0.0
-    # False: batch norm by the batch's own statistics, with no running averages (the
-    # discriminator's, which is only ever used in training).
-    keep_running: bool = True
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        scale_init = _scale_init(self.init_std) if self.init_std else nn.initializers.ones
-        if self.kind == "batch" and not self.keep_running:
-            axes = tuple(range(x.ndim - 1))
-            mean = jnp.mean(x, axis=axes)
-            var = jnp.mean(jnp.square(x - mean), axis=axes)
-            scale = self.param("scale", scale_init, (x.shape[-1],))
-            bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
-            return (x - mean) * jax.lax.rsqrt(var + 1e-5) * scale + bias
-        if self.kind == "batch":
-            return nn.BatchNorm(
-                use_running_average=self.use_running_average,
-                momentum=0.9,
-                epsilon=1e-5,
-                scale_init=scale_init,
-            )(x)
-        if self.kind == "layer":
-            axes = tuple(range(1, x.ndim))
-            return nn.LayerNorm(
-                reduction_axes=axes, feature_axes=-1, epsilon=1e-5, scale_init=scale_init
-            )(x)
-        if self.kind == "none":
-            return x
-        raise ValueError(f"norm={self.kind!r} is not one of {NORMS}")
+from jaxgen.nn.layers import Norm, dcgan_init, depth_to_space
 
 
 class ConvGenerator(nn.Module):

@@ -1,5 +1,7 @@
 """The building blocks shared by the networks: the sinusoidal time embedding, GroupNorm and
-convolution factories, the time-conditioned residual block, stride-2 down- and nearest-neighbour
+convolution factories, the GAN networks' choice of normalisation (``Norm``, with DCGAN's
+initialisation), scaled dot-product attention (``jaxgen.nn.transformer``, ``jaxgen.nn.vqgan``),
+the time-conditioned residual block, stride-2 down- and nearest-neighbour
 up-sampling (``jaxgen.nn.unet``, ``jaxgen.nn.classifier``), and the pixel shuffle
 ``depth_to_space`` (the decoders of ``jaxgen.nn.vae`` and ``jaxgen.nn.vqvae``).
 
@@ -17,6 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Time t in (0, 1] is multiplied by this before ``timestep_embedding``: the discrete step scale
 # that DDPM's architecture was tuned for.
@@ -53,6 +56,24 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10_000.0) -> 
     return emb
 
 
+# A masked attention logit: finite, so a fully masked row gives uniform weights instead of NaN.
+MASKED_LOGIT = -1e9
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Scaled dot-product attention per head, ``softmax(q k^T / sqrt(D)) v``.
+
+    ``q: [B, Tq, H, D]``, ``k, v: [B, Tk, H, D]`` -> ``[B, Tq, H, D]``. ``mask`` (bool,
+    broadcastable to ``[Tq, Tk]``; True = may attend) sets the other logits to ``MASKED_LOGIT``.
+    Logits and softmax are float32 whatever the compute dtype; the weights return to ``v``'s.
+    """
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / np.sqrt(q.shape[-1])
+    if mask is not None:
+        logits = jnp.where(mask, logits, MASKED_LOGIT)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
 def group_norm(channels: int, dtype: Any) -> nn.GroupNorm:
     """GroupNorm over ``channels`` with ``num_groups(channels)`` groups (float32 parameters)."""
     return nn.GroupNorm(num_groups=num_groups(channels), dtype=dtype, param_dtype=jnp.float32)
@@ -72,6 +93,67 @@ def conv(features: int, dtype: Any, stride: int = 1, zero: bool = False, kernel:
         param_dtype=jnp.float32,
         kernel_init=nn.initializers.zeros if zero else nn.initializers.lecun_normal(),
     )
+
+
+NORMS = ("batch", "layer", "none")
+
+
+# DCGAN's initialisation: weights ~ N(0, 0.02); norm scales ~ N(1, 0.02).
+def dcgan_init(std: float = 0.02):
+    return nn.initializers.normal(std)
+
+
+def _scale_init(std: float = 0.02):
+    def init(key, shape, dtype=jnp.float32):
+        return 1.0 + std * jax.random.normal(key, shape, dtype)
+
+    return init
+
+
+class Norm(nn.Module):
+    """The chosen normalisation of a ``[B, ..., C]`` activation, one of ``NORMS``: ``"batch"``,
+    ``"layer"`` (per example over every axis but the batch's, as the WGAN-GP paper recommends for
+    its critic) or ``"none"``.
+
+    Batch norm either keeps running statistics (``keep_running=True``, the ``batch_stats``
+    collection: batch statistics while training, the averages when ``use_running_average``) or
+    always normalises by the statistics of the batch it is given (``keep_running=False``: a
+    discriminator's, which is only ever used in training). ``init_std > 0`` starts the scales at
+    ``N(1, init_std)``, DCGAN's initialisation; ``0`` starts them at one.
+    """
+
+    kind: str
+    use_running_average: bool = False
+    init_std: float = 0.0
+    # False: batch norm by the batch's own statistics, with no running averages (the
+    # discriminator's, which is only ever used in training).
+    keep_running: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale_init = _scale_init(self.init_std) if self.init_std else nn.initializers.ones
+        if self.kind == "batch" and not self.keep_running:
+            axes = tuple(range(x.ndim - 1))
+            mean = jnp.mean(x, axis=axes)
+            var = jnp.mean(jnp.square(x - mean), axis=axes)
+            scale = self.param("scale", scale_init, (x.shape[-1],))
+            bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+            return (x - mean) * jax.lax.rsqrt(var + 1e-5) * scale + bias
+        if self.kind == "batch":
+            return nn.BatchNorm(
+                use_running_average=self.use_running_average,
+                momentum=0.9,
+                epsilon=1e-5,
+                scale_init=scale_init,
+            )(x)
+        if self.kind == "layer":
+            axes = tuple(range(1, x.ndim))
+            return nn.LayerNorm(
+                reduction_axes=axes, feature_axes=-1, epsilon=1e-5, scale_init=scale_init
+            )(x)
+        if self.kind == "none":
+            return x
+        raise ValueError(f"norm={self.kind!r} is not one of {NORMS}")
 
 
 class ResBlock(nn.Module):

@@ -26,18 +26,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-_NEG = -1e9  # masked attention logits (finite: no NaN for a fully masked row)
-
-
-def _attend(q, k, v, mask):
-    """``q [B, Tq, H, D]``, ``k, v [B, Tk, H, D]``, ``mask [Tq, Tk]`` bool (or None)."""
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / np.sqrt(q.shape[-1])
-    if mask is not None:
-        logits = jnp.where(mask, logits, _NEG)
-    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+from jaxgen.nn.layers import attention
 
 
 class Block(nn.Module):
@@ -73,7 +63,7 @@ class Block(nn.Module):
 
     def __call__(self, x, mask):
         q, k, v = self._qkv(x)
-        return self._rest(x, _attend(q, k, v, mask))
+        return self._rest(x, attention(q, k, v, mask))
 
     def step(self, x, cache_k, cache_v, pos):
         """One position ``x [B, 1, W]`` at index ``pos``; ``cache_* [B, T, H, D]`` hold the keys
@@ -83,7 +73,7 @@ class Block(nn.Module):
         cache_k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), pos, 1)
         cache_v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), pos, 1)
         mask = (jnp.arange(cache_k.shape[1]) <= pos)[None, :]
-        return self._rest(x, _attend(q, cache_k, cache_v, mask)), cache_k, cache_v
+        return self._rest(x, attention(q, cache_k, cache_v, mask)), cache_k, cache_v
 
 
 class CodeTransformer(nn.Module):

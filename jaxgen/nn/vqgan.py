@@ -29,8 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgen.nn.gan import Norm
-from jaxgen.nn.layers import conv, group_norm
+from jaxgen.nn.layers import Norm, attention, conv, group_norm
 
 PATCH_NORMS = ("batch", "group", "none")
 
@@ -68,8 +67,8 @@ class AttnBlock(nn.Module):
         q = nn.Dense(c, name="q")(y)
         k = nn.Dense(c, use_bias=False, name="k")(y)
         v = nn.Dense(c, name="v")(y)
-        att = jax.nn.softmax(jnp.einsum("bqc,bkc->bqk", q, k) / jnp.sqrt(c).astype(q.dtype))
-        out = nn.Dense(c, name="proj")(jnp.einsum("bqk,bkc->bqc", att, v))
+        attended = attention(q[:, :, None], k[:, :, None], v[:, :, None])[:, :, 0]  # one head
+        out = nn.Dense(c, name="proj")(attended)
         return x + out.reshape(b, h, w, c)
 
 
