@@ -325,14 +325,14 @@ def _version(package: str) -> str | None:
 
 
 def metadata() -> dict:
-    """Where and when a result was measured: date (UTC), commit (``+dirty`` with uncommitted
-    changes), CPU model and cores, load average, Python and the library versions, the command."""
+    """Where and when a result was measured: date (UTC), commit (``dirty``: with uncommitted
+    changes to tracked files), CPU model and cores, load average, Python and the library
+    versions, the command."""
     commit = _git("rev-parse", "HEAD")
-    if commit and _git("status", "--porcelain", "--untracked-files=no"):
-        commit += "+dirty"
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "commit": commit,
+        "dirty": bool(commit and _git("status", "--porcelain", "--untracked-files=no")),
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
         "load_avg": [round(x, 2) for x in os.getloadavg()],
@@ -351,8 +351,9 @@ def _script_argv() -> list[str]:
 
 def metadata_line(meta: dict) -> str:
     v = meta["versions"]
+    commit = (meta["commit"][:12] or "unknown") + (" (dirty)" if meta["dirty"] else "")
     return (
-        f"_Measured {meta['date']} at commit {meta['commit'][:12] or 'unknown'} on "
+        f"_Measured {meta['date']} at commit {commit} on "
         f"{meta['cpu']} ({meta['cores']} cores, load {', '.join(map(str, meta['load_avg']))}); "
         f"Python {meta['python']}, jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}; "
         f"`{meta['command']}`. Figures: `{os.path.basename(meta.get('json', ''))}` beside this._"
@@ -469,30 +470,36 @@ def call(command: str) -> None:
     subprocess.run(args, check=True, cwd=ROOT, env=env)
 
 
-# What --quick adds to every train.py command line: a few steps of the config's tiny variant.
+# What --quick adds to every train.py command line: two steps of the config's tiny variant.
 QUICK_TRAIN = (
     "--config.train.num_steps=2 --config.train.batch_size=16 --config.train.log_every=1 "
     "--config.train.eval_every=0 --config.train.sample_every=0 --config.train.checkpoint_every=2 "
     "--config.eval.batch_size=16 --config.eval.num_examples=32 --config.eval.final_num_examples=32"
 )
+QUICK_NUM = 64  # samples a --quick eval scores
 
 
 @dataclasses.dataclass(frozen=True)
 class Runs:
-    """Where a driver's training runs and their evals live, and how to make the missing ones.
+    """Where a driver's training runs, evals and pictures live, and how to make missing ones.
 
-    ``root``: ``runs/<driver>`` (``<quick_dir()>/runs/<driver>`` with ``quick``). With ``quick``
-    every run is its config's ``tiny`` variant for two steps, every eval scores 64 samples
-    against a tiny evaluator trained on the spot, so the whole chain runs in minutes.
+    ``root``: ``runs/<driver>``, and pictures in ``docs/images``. With ``quick`` both are under
+    :func:`quick_dir`, every run is its config's ``tiny`` variant for two steps, and every eval
+    scores 64 samples with a tiny evaluator trained on the spot: the whole chain runs in minutes
+    and proves the plumbing, not the figures.
     """
 
     root: str
+    images: str
     quick: bool = False
 
     @classmethod
     def for_driver(cls, name: str, quick: bool) -> Runs:
-        base = os.path.join(quick_dir(), "runs") if quick else "runs"
-        return cls(os.path.join(base, name), quick)
+        if quick:
+            return cls(
+                os.path.join(quick_dir(), "runs", name), os.path.join(quick_dir(), "images"), True
+            )
+        return cls(os.path.join("runs", name), os.path.join("docs", "images"))
 
     def workdir(self, name: str) -> str:
         return os.path.join(self.root, name)
@@ -500,29 +507,40 @@ class Runs:
     def eval_json(self, name: str) -> str:
         return os.path.join(self.root, "evals", name + ".json")
 
-    def train(self, name: str, config: str, arg: str, flags: str = "", *, first_stage: str = ""):
-        """Train run ``name`` (``train.py --config=<config>:<arg> <flags>``) unless finished;
-        ``first_stage`` names another run of this driver as its tokenizer."""
+    def image(self, name: str) -> str:
+        return os.path.join(self.images, name)
+
+    def train(self, name: str, config: str, arg: str, flags: str = "", first_stage: str = ""):
+        """Train run ``name`` (``train.py --config=<config>:<arg> <flags>``) unless it finished;
+        ``first_stage``: the workdir of its tokenizer. Returns its workdir."""
         workdir = self.workdir(name)
         if finished(workdir):
             return workdir
         if self.quick:
             arg, flags = arg + ",tiny", f"{flags} {QUICK_TRAIN}"
         if first_stage:
-            flags += f" --config.first_stage.workdir={self.workdir(first_stage)}"
+            flags += f" --config.first_stage.workdir={first_stage}"
         call(f"python train.py {config_flag(config, arg)} --workdir={workdir} {flags}".strip())
         return workdir
 
-    def evaluate(self, name: str, flags: str, dataset: str) -> dict:
-        """``python -m jaxgen.eval <flags>`` into ``eval_json(name)`` unless it is there; the
-        JSON it wrote."""
+    def evaluate(self, name: str, flags: str, dataset: str, num: int | None = None) -> dict:
+        """``python -m jaxgen.eval <flags> --num=<num>`` into ``eval_json(name)`` unless it is
+        there. Returns the JSON it wrote."""
         out = self.eval_json(name)
         if not os.path.exists(out):
             if self.quick:
-                flags += f" --num=64 --batch=32 --evaluator={self.evaluator(dataset)}"
+                num = QUICK_NUM
+                flags += f" --batch=32 --evaluator={self.evaluator(dataset)}"
+            flags += f" --num={num}" if num else ""
             call(f"python -m jaxgen.eval {flags} --out={out}")
         with open(out) as f:
             return json.load(f)
+
+    def sample_grid(self, workdir: str, picture: str, flags: str = "") -> None:
+        """``sample.py`` of a run into ``image(picture)`` unless it is there."""
+        out = self.image(picture)
+        if not os.path.exists(out):
+            call(f"python sample.py --workdir={workdir} {flags} --out={out}")
 
     def evaluator(self, dataset: str) -> str:
         """A tiny evaluator classifier for ``--quick`` evals (its figures mean nothing)."""
