@@ -155,24 +155,29 @@ def time_calls(
     is inside the time. A stateful step is a closure that threads its own state (``nonlocal``):
     then the last output depends on every call of the repeat.
     """
-    import jax
-
     t0 = time.perf_counter()
-    jax.block_until_ready(call())
+    _block(call())
     first = time.perf_counter() - t0
     out = None
     for _ in range(warmup):
         out = call()
-    jax.block_until_ready(out)
+    _block(out)
     times: list[float] = []
     t_end = time.perf_counter() + min_seconds
     while len(times) < max_repeats and (len(times) < repeats or time.perf_counter() < t_end):
         t0 = time.perf_counter()
         for _ in range(inner):
             out = call()
-        jax.block_until_ready(out)
+        _block(out)
         times.append((time.perf_counter() - t0) / inner)
     return Timing(first, tuple(times), inner)
+
+
+def _block(out: Any) -> None:
+    """Wait for ``out``'s JAX arrays to be computed (only JAX makes arrays that can be
+    pending, and only if it is imported)."""
+    if "jax" in sys.modules:
+        sys.modules["jax"].block_until_ready(out)
 
 
 def time_train_step(config, seconds: float, *, repeats: int = 5) -> tuple[Any, dict]:
@@ -406,9 +411,10 @@ def _json_default(value):
 def quick_dir() -> str:
     """Where ``--quick`` tables and runs go: ``$BENCH_QUICK_DIR``, by default a folder in the
     system's temporary directory (never ``bench/results``)."""
-    return os.environ.get("BENCH_QUICK_DIR") or os.path.join(
+    path = os.environ.get("BENCH_QUICK_DIR") or os.path.join(
         tempfile.gettempdir(), "jaxgen-bench-quick"
     )
+    return os.path.abspath(path)
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
@@ -508,6 +514,8 @@ class Runs:
         return os.path.join(self.root, "evals", name + ".json")
 
     def image(self, name: str) -> str:
+        """The path of picture ``name``, its folder made."""
+        os.makedirs(os.path.join(ROOT, self.images), exist_ok=True)
         return os.path.join(self.images, name)
 
     def train(self, name: str, config: str, arg: str, flags: str = "", first_stage: str = ""):

@@ -34,7 +34,7 @@ def test_time_calls_measures_a_sleep_and_leaves_out_the_first_call():
     assert len(calls) == 1 + 2 + 5 * 2
     assert t.calls == 10 and len(t.per_call_s) == 5
     assert 0.05 <= t.first_s < 0.5
-    assert 0.01 <= t.median_s < 0.03, t
+    assert 0.01 <= t.median_s < 0.05, t
     assert min(t.per_call_s) <= t.median_s <= max(t.per_call_s)
     assert 0 <= t.spread < 2
     assert t.per_s(32) == pytest.approx(32 / t.median_s)
@@ -47,6 +47,7 @@ def test_time_calls_repeats_until_min_seconds():
     assert len(t.per_call_s) >= 10
 
 
+@pytest.mark.slow  # three fresh Pythons
 def test_run_in_child_reports_the_peak_memory_of_its_own_case():
     small = harness.run_in_child(_allocate, mb=0)
     big = harness.run_in_child(_allocate, mb=200)
