@@ -551,8 +551,10 @@ class Runs:
             call(f"python sample.py --workdir={workdir} {flags} --out={out}")
 
     def evaluator(self, dataset: str) -> str:
-        """A tiny evaluator classifier for ``--quick`` evals (its figures mean nothing)."""
-        return self.train(f"evaluator_{dataset}", "classifier", f"{dataset},evaluator")
+        """A tiny evaluator classifier for ``--quick`` evals (its figures mean nothing), one
+        for every driver."""
+        shared = Runs(os.path.join(quick_dir(), "runs", "evaluators"), self.images, quick=True)
+        return shared.train(dataset, "classifier", f"{dataset},evaluator")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

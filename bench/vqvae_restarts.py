@@ -12,8 +12,8 @@ Cases: ``unseeded`` (the codebook starts at U(-1/K, 1/K), restarts after 100 unu
 behaviour before the fix), ``unseeded, no restarts``, ``seeded`` (``vq.seed_from_data``: every
 code set to one of the first batch's encoder outputs at step 0; the fix), ``seeded, no restarts``
 and ``unseeded, grad clip 1`` (global-norm clipping bounds the shock instead of removing it).
-Each case runs in its own subprocess (``harness.run_in_child``). ``--quick``: two cases, 30 steps
-with 5 warm-up steps. Results: ``bench/results/vqvae_restarts_cpu.md`` (and ``.json``).
+Each case runs in its own subprocess (``harness.run_in_child``). ``--quick``: two cases on MNIST, 30
+steps with 5 warm-up steps. Results: ``bench/results/vqvae_restarts_cpu.md`` (and ``.json``).
 """
 
 from __future__ import annotations
@@ -93,8 +93,9 @@ def case(
 def main(argv=None) -> None:
     ap = harness.parser(__doc__)
     ap.add_argument("--steps", type=int, default=500)
-    ap.add_argument("--dataset", default="fashion_mnist")
+    ap.add_argument("--dataset", default=None, help="fashion_mnist (--quick: mnist)")
     args = ap.parse_args(argv)
+    args.dataset = args.dataset or ("mnist" if args.quick else "fashion_mnist")
     steps, warmup = (30, 5) if args.quick else (args.steps, None)
     results = {}
     for name in QUICK if args.quick else CASES:
