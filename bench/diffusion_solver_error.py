@@ -1,6 +1,6 @@
 """Solver error against NFE on two problems with a known answer.
 
-    python bench/diffusion_solver_error.py
+    python bench/diffusion_solver_error.py [--quick] [--out PATH.md]
 
 1. Gaussian data x0 ~ N(0, diag(s^2)) in 4 dimensions (s = 0.5, 1, 2, 0.3): the optimal noise
    prediction is ``eps(x, t) = sigma x / (alpha^2 s^2 + sigma^2)`` and the probability-flow ODE
@@ -11,21 +11,21 @@
 
 Both use the discrete linear DDPM schedule (1000 steps), from t = 1 to t_min = 1e-3, 2,048
 starting points. The number is the RMS distance between the solver's x and the reference x.
-Writes ``bench/results/diffusion_solver_error.md``.
+Writes ``bench/results/diffusion_solver_error.md`` (and ``.json``); ``--quick``: two solvers at
+NFE 5 and 10, elsewhere.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import time
 
+import harness
 import jax
 import jax.numpy as jnp
 
 from jaxgen.diffusion import make_schedule, sample
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEDULE = make_schedule("linear")
 NFES = (5, 8, 10, 15, 20, 50, 100)
 SOLVERS = [
@@ -80,12 +80,13 @@ def mixture_problem(modes=8, radius=2.0, std=0.05):
     return eps, x_T, ref
 
 
-def table(name, problem):
+def table(name, problem, solvers=SOLVERS, nfes=NFES) -> tuple[list[str], dict]:
+    """The table's lines for one problem, and its errors by solver."""
     eps, x_T, ref = problem
     rows = []
-    for label, kwargs in SOLVERS:
+    for label, kwargs in solvers:
         errors = []
-        for n in NFES:
+        for n in nfes:
             fn = jax.jit(functools.partial(sample, eps, schedule=SCHEDULE, steps=n, **kwargs))
             x = fn(x_T)
             errors.append(float(jnp.sqrt(jnp.mean(jnp.sum((x - ref) ** 2, -1)))))
@@ -94,33 +95,36 @@ def table(name, problem):
     lines = [
         f"### {name}",
         "",
-        "| solver | " + " | ".join(f"NFE {n}" for n in NFES) + " |",
-        "|---|" + "---:|" * len(NFES),
+        "| solver | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+        "|---|" + "---:|" * len(nfes),
     ]
     for label, errors in rows:
         lines.append(f"| {label} | " + " | ".join(f"{e:.1e}" for e in errors) + " |")
-    return lines
+    return lines, {"nfe": list(nfes), "rms_error": dict(rows)}
 
 
-def main():
+def main(argv=None) -> None:
+    args = harness.parser(__doc__).parse_args(argv)
+    solvers, nfes = (SOLVERS[:2], (5, 10)) if args.quick else (SOLVERS, NFES)
     t0 = time.time()
     lines = [
         "# Diffusion solver error against NFE",
         "",
-        f"JAX {jax.__version__}, {time.strftime('%Y-%m-%d')}. "
-        "Command: `python bench/diffusion_solver_error.py`. RMS error of x at t_min against "
-        "the reference (lower is better). Multistep solvers lower the order of the last "
-        "steps below 15 steps (`lower_order_final`), as in sampling use.",
+        "RMS error of x at t_min against the reference (lower is better). Multistep solvers "
+        "lower the order of the last steps below 15 steps (`lower_order_final`), as in "
+        "sampling use.",
         "",
     ]
-    lines += table("Gaussian data (closed-form reference)", gaussian_problem()) + [""]
-    lines += table(
-        "2-D mixture of 8 Gaussians (reference: DPM-Solver-3, 999 NFE)", mixture_problem()
-    )
-    path = os.path.join(ROOT, "bench", "results", "diffusion_solver_error.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"wrote {path} in {time.time() - t0:.0f} s")
+    figures = {}
+    for name, problem in (
+        ("Gaussian data (closed-form reference)", gaussian_problem),
+        ("2-D mixture of 8 Gaussians (reference: DPM-Solver-3, 999 NFE)", mixture_problem),
+    ):
+        part, figures[name] = table(name, problem(), solvers, nfes)
+        lines += part + [""]
+    out = harness.out_path(args, "diffusion_solver_error")
+    harness.write_results(out, "\n".join(lines), figures)
+    print(f"wrote {out} in {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":

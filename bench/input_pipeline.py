@@ -2,13 +2,14 @@
 ``train.prefetch = 0`` (each batch assembled in line, between steps) against ``2`` (assembled two
 ahead on a background thread), for models cheap enough that assembling the batch matters.
 
-    python bench/input_pipeline.py [--repeats 3] [--steps 400] [--devices 1]
+    python bench/input_pipeline.py [--repeats 3] [--steps 400] [--devices 1] [--quick]
 
 One process runs every case, alternating the two settings (0, 2, then 2, 0, ...) so that drift in
 the machine's load hits both alike. Each run trains from scratch in a fresh workdir; its steps/s
 comes from the ``time`` of the ``train`` rows in ``metrics.jsonl`` after the first row (so the
 compile, the final eval, sampling and checkpoint are not in it). Results go to
-``bench/results/input_pipeline_cpu.md``: compare the ratio within a row, not absolute numbers
+``bench/results/input_pipeline_cpu.md`` (and ``.json``; ``--quick``: the first case, one repeat of
+20 steps, elsewhere): compare the ratio within a row, not absolute numbers
 across machines or runs.
 
 Cases:
@@ -20,21 +21,16 @@ Cases:
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import harness
 
 
 def _cases():
-    from _common import load_config
-
     from tests import two_player_family
 
     def two_player(batch: int):
@@ -45,7 +41,7 @@ def _cases():
         return c
 
     def vae_mlp_tiny(batch: int):
-        c = load_config("configs/vae.py", "mnist,tiny")
+        c = harness.load_config("vae", "mnist,tiny")
         c.data.source = "shapes"
         c.data.image_shape = (16, 16, 1)
         c.data.num_train, c.data.num_test = 8192, 64
@@ -107,29 +103,25 @@ def run_once(config, prefetch: int, steps: int, log_every: int) -> float:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> None:
+    parser = harness.parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--log_every", type=int, default=50)
     parser.add_argument("--devices", type=int, default=1, help="fake CPU devices")
-    parser.add_argument(
-        "--out", default=os.path.join(ROOT, "bench", "results", "input_pipeline_cpu.md")
-    )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.steps, args.log_every = 1, 20, 5
     os.environ["JAX_PLATFORMS"] = "cpu"
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={args.devices}"
     ).strip()
-    for path in (ROOT, os.path.join(ROOT, "bench")):
-        if path not in sys.path:
-            sys.path.insert(0, path)
     import jax
 
     load_before = os.getloadavg()
     t0 = time.time()
     results = []
-    for name, what, config in _cases():
+    for name, what, config in _cases()[:1] if args.quick else _cases():
         runs = {0: [], 2: []}
         for r in range(args.repeats):
             for prefetch in (0, 2) if r % 2 == 0 else (2, 0):
@@ -143,12 +135,7 @@ def main():
     lines = [
         "# Input pipeline: the background prefetcher on CPU",
         "",
-        f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, JAX {jax.__version__}, "
-        f"{jax.device_count()} CPU device(s)",
-        f"- date: {time.strftime('%Y-%m-%d')}; command: `python bench/input_pipeline.py "
-        f"--repeats {args.repeats} --steps {args.steps} --log_every {args.log_every} "
-        f"--devices {args.devices}`; {time.time() - t0:.0f} s",
+        f"- {jax.device_count()} CPU device(s); {time.time() - t0:.0f} s",
         f"- load average (1, 5, 15 min) before: {', '.join(f'{x:.1f}' for x in load_before)}; "
         f"after: {', '.join(f'{x:.1f}' for x in load_after)}",
         "- steps/s of `loop.train_and_evaluate` from the `train` rows of `metrics.jsonl` after "
@@ -174,11 +161,21 @@ def main():
             f"{statistics.median(ratios):.2f} | {assembly:.2f} | "
             f"{1000 / statistics.median(runs[0]):.2f} |"
         )
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    out = harness.out_path(args, "input_pipeline_cpu")
+    figures = [
+        {
+            "case": n,
+            "what": w,
+            "prefetch_0": r[0],
+            "prefetch_2": r[2],
+            "ratios": q,
+            "assembly_ms": a,
+        }
+        for n, w, r, q, a in results
+    ]
+    harness.write_results(out, "\n".join(lines), {"rows": figures, "load_avg_after": load_after})
     print("\n".join(lines))
-    print("wrote", args.out)
+    print("wrote", out)
 
 
 if __name__ == "__main__":

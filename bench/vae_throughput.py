@@ -1,105 +1,92 @@
 """VAE training throughput (examples/s) and peak host memory, per config, on this machine.
 
-    python bench/vae_throughput.py [--seconds 20] [--demo]
+    python bench/vae_throughput.py [--seconds 20] [--demo] [--quick] [--out PATH.md]
 
-Each config runs in its own subprocess so that its peak resident memory (ru_maxrss) is its own.
-A subprocess compiles the family's jitted train step, runs 3 warm-up steps, then as many steps as
-fit in ``--seconds`` on random uint8 batches of the config's shape (data loading is not timed:
-this measures the step). ``--demo`` also runs ``make demo-vae`` once and records its wall time and
-the peak memory of its largest process. Results go to ``bench/results/vae_cpu.md``; compare the
-ratios within one table, not absolute numbers across machines or runs.
+Each config runs in its own subprocess (``harness.run_in_child``) so that its peak resident
+memory is its own. The subprocess compiles the family's jitted train step, runs 3 warm-up steps,
+then repeats of 8 steps for at least ``--seconds`` on random uint8 batches of the config's shape
+(data loading is not timed: this measures the step); examples/s is at the median repeat.
+``--demo`` also runs ``make demo-vae`` once and records its wall time and the peak memory of its
+largest process. Results go to ``bench/results/vae_cpu.md`` (and ``.json``); compare the ratios
+within one table, not absolute numbers across machines or runs.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import resource
 import subprocess
 import time
 
-from _common import ROOT, run_child
+import harness
 
 # (config file, its argument: the data set and any variants)
 CONFIGS = [
-    ("configs/vae.py", "fashion_mnist,tiny"),
-    ("configs/vae.py", "fashion_mnist,demo"),
-    ("configs/vae.py", "fashion_mnist"),
-    ("configs/vae.py", "mnist,tiny"),
-    ("configs/vae.py", "mnist"),
+    ("vae", "fashion_mnist,tiny"),
+    ("vae", "fashion_mnist,demo"),
+    ("vae", "fashion_mnist"),
+    ("vae", "mnist,tiny"),
+    ("vae", "mnist"),
 ]
-
-CHILD = r"""
-import json, sys
-from _common import load_config, peak_rss_mb, time_train_step
-config = load_config(sys.argv[1], sys.argv[2] or None)
-_, out = time_train_step(config, float(sys.argv[3]))
-print(json.dumps({**out, "peak_rss_mb": peak_rss_mb()}))
-"""
+QUICK = [("vae", "mnist,tiny")]
 
 
-def run_config(path: str, arg: str | None, seconds: float) -> dict:
-    return run_child(CHILD, path, arg or "", str(seconds))
+def train_case(config: str, arg: str, seconds: float, repeats: int = 5) -> dict:
+    """The train step's throughput for ``configs/<config>.py:<arg>``."""
+    _, out = harness.time_train_step(harness.load_config(config, arg), seconds, repeats=repeats)
+    return out
 
 
-def run_demo() -> dict:
+def demo_case() -> dict:
+    """Wall time of ``make demo-vae`` (the peak memory is its largest process's)."""
     t0 = time.perf_counter()
     subprocess.run(
         ["make", "demo-vae", "VAE_DEMO_DIR=runs/bench_demo"],
-        cwd=ROOT,
+        cwd=harness.ROOT,
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"wall_s": wall, "peak_rss_mb": peak}
+    return {"wall_s": time.perf_counter() - t0}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--demo", action="store_true")
-    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "vae_cpu.md"))
-    args = parser.parse_args()
+def main(argv=None) -> None:
+    ap = harness.parser(__doc__)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--demo", action="store_true")
+    args = ap.parse_args(argv)
+    seconds, repeats = (0.0, 2) if args.quick else (args.seconds, 5)
     rows = []
-    for path, arg in CONFIGS:
-        r = run_config(path, arg, args.seconds)
-        name = f"{os.path.basename(path)}{':' + arg if arg else ''}"
-        rows.append((name, r))
-        print(name, json.dumps(r), flush=True)
-    import jax
-
+    for config, arg in QUICK if args.quick else CONFIGS:
+        r = harness.run_in_child(
+            train_case, config=config, arg=arg, seconds=seconds, repeats=repeats
+        )
+        rows.append({"config": f"{config}.py:{arg}", **r})
+        print(rows[-1], flush=True)
     lines = [
         "# VAE train-step throughput on CPU",
         "",
-        f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, JAX {jax.__version__}",
-        f"- date: {time.strftime('%Y-%m-%d')}; command: `python bench/vae_throughput.py "
-        f"--seconds {args.seconds:g}{' --demo' if args.demo else ''}`",
+        f"Random uint8 batches of each config's shape (data loading not timed); examples/s at the "
+        f"median of repeats of 8 steps over at least {seconds:g} s, spread (max - min) / median.",
         "",
-        "| config | batch | examples/s | ms/step | compile s | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| config | batch | examples/s | ms/step | spread | compile s | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, r in rows:
+    for r in rows:
         lines.append(
-            f"| {name} | {r['batch']} | {r['examples_per_s']:.0f} | "
-            f"{1000 * r['seconds'] / r['steps']:.1f} | {r['compile_s']:.1f} | "
+            f"| {r['config']} | {r['batch']} | {r['examples_per_s']:.0f} | "
+            f"{r['ms_per_step']:.1f} | {r['spread']:.2f} | {r['compile_s']:.1f} | "
             f"{r['peak_rss_mb']:.0f} |"
         )
+    demo = None
     if args.demo:
-        d = run_demo()
-        print("demo", json.dumps(d), flush=True)
+        demo = harness.run_in_child(demo_case)
+        print("demo", demo, flush=True)
         lines += [
             "",
-            f"`make demo` (install already done): {d['wall_s']:.0f} s wall, "
-            f"peak RSS of its largest process {d['peak_rss_mb']:.0f} MB.",
+            f"`make demo` (install already done): {demo['wall_s']:.0f} s wall, "
+            f"peak RSS of its largest process {demo['peak_rss_mb']:.0f} MB.",
         ]
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("wrote", args.out)
+    out = harness.out_path(args, "vae_cpu")
+    harness.write_results(out, "\n".join(lines), {"rows": rows, "demo": demo})
+    print("wrote", out)
 
 
 if __name__ == "__main__":

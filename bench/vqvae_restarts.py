@@ -1,6 +1,6 @@
 """Dead-code restarts with a codebook learned by the VQ loss: the shock, its cause and the fix.
 
-    python bench/vqvae_restarts.py [--steps 500] [--dataset fashion_mnist]
+    python bench/vqvae_restarts.py [--steps 500] [--dataset fashion_mnist] [--quick]
 
 Trains the VQ-VAE of ``configs/vqvae.py:<dataset>,loss`` (2,000-step schedule compressed to
 ``--steps``: 100 warm-up steps, then cosine decay) once per case, each in its own subprocess, and
@@ -12,17 +12,13 @@ Cases: ``unseeded`` (the codebook starts at U(-1/K, 1/K), restarts after 100 unu
 behaviour before the fix), ``unseeded, no restarts``, ``seeded`` (``vq.seed_from_data``: every
 code set to one of the first batch's encoder outputs at step 0; the fix), ``seeded, no restarts``
 and ``unseeded, grad clip 1`` (global-norm clipping bounds the shock instead of removing it).
-Results: ``bench/results/vqvae_restarts_cpu.md``.
+Each case runs in its own subprocess (``harness.run_in_child``). ``--quick``: two cases on MNIST, 30
+steps with 5 warm-up steps. Results: ``bench/results/vqvae_restarts_cpu.md`` (and ``.json``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-
-from _common import ROOT, run_child
+import harness
 
 CASES = {  # name: seed_from_data, restart_after, grad_clip
     "unseeded": dict(seed=False, restart=100, clip=0.0),
@@ -31,66 +27,80 @@ CASES = {  # name: seed_from_data, restart_after, grad_clip
     "seeded, no restarts": dict(seed=True, restart=0, clip=0.0),
     "unseeded, grad clip 1": dict(seed=False, restart=100, clip=1.0),
 }
-
-CHILD = r"""
-import json, sys
-import jax, jax.numpy as jnp, numpy as np
-from _common import load_config
-from jaxgen import quantize as vq
-from jaxgen.data import load_splits, train_batch
-from jaxgen.families import vqvae
-dataset, steps, case = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
-config = load_config("configs/vqvae.py", f"{dataset},loss")
-config.vq.seed_from_data = case["seed"]
-config.vq.restart_after = case["restart"]
-config.optimizer.grad_clip = case["clip"]
-config.train.num_steps = steps
-config.optimizer.decay_steps = steps - config.optimizer.warmup_steps
-train, test = load_splits(config.data)
-test_images = test.get(np.arange(2000))["image"]
-probe = jnp.asarray(test_images[:256])
-state = vqvae.init(config, jax.random.PRNGKey(config.seed), {"image": probe[:64]})
-step = jax.jit(lambda s, b: vqvae.train_step(config, s, b))
-
-@jax.jit
-def stats(s):
-    cb = vqvae.codebook_of(s)
-    z = vqvae.encode(config, s.model.params, probe.astype(jnp.float32) / 255)
-    z = z.reshape(-1, cb.shape[1])
-    d = jnp.sum((cb[:, None] - cb[None]) ** 2, -1) + 1e30 * jnp.eye(cb.shape[0])
-    q = vq.quantize(z, cb)
-    return {"z_norm": jnp.mean(jnp.linalg.norm(z, axis=-1)),
-            "code_spacing": jnp.mean(jnp.sqrt(jnp.min(d, 1))),
-            "quant_error": jnp.mean(jnp.linalg.norm(z - q.z_q, axis=-1))}
-
-log = []
-for i in range(steps):
-    state, m = step(state, train_batch(train, config.seed, i, config.train.batch_size))
-    if (i + 1) % 25 == 0 or float(m["restarted"]) > 0 or i in (99, 100, 101):
-        row = {"step": i + 1, "mse": float(m["mse"]), "perplexity": float(m["perplexity"]),
-               "restarted": float(m["restarted"])}
-        row.update({k: float(v) for k, v in stats(state).items()})
-        log.append(row)
-ev = jax.jit(lambda s, b: vqvae.eval_step(config, s, b))
-psnr = [float(ev(state, {"image": jnp.asarray(test_images[i:i + 400])})["psnr"])
-        for i in range(0, 2000, 400)]
-print(json.dumps({"log": log, "psnr": float(np.mean(psnr))}))
-"""
+QUICK = ["unseeded", "seeded"]
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=500)
-    ap.add_argument("--dataset", default="fashion_mnist")
-    ap.add_argument(
-        "--out", default=os.path.join(ROOT, "bench", "results", "vqvae_restarts_cpu.md")
-    )
-    args = ap.parse_args()
+def case(
+    dataset: str, steps: int, seed: bool, restart: int, clip: float, warmup: int | None = None
+) -> dict:
+    """Train one case, logging the codebook's state every 25 steps (and around step 100, and at
+    every restart); the PSNR over 2,000 test images at the end."""
     import jax
+    import jax.numpy as jnp
+    import numpy as np
 
+    from jaxgen import quantize as vq
+    from jaxgen.data import load_splits, train_batch
+    from jaxgen.families import vqvae
+
+    config = harness.load_config("vqvae", f"{dataset},loss")
+    config.vq.seed_from_data = seed
+    config.vq.restart_after = restart
+    config.optimizer.grad_clip = clip
+    config.train.num_steps = steps
+    if warmup is not None:
+        config.optimizer.warmup_steps = warmup
+    config.optimizer.decay_steps = steps - config.optimizer.warmup_steps
+    train, test = load_splits(config.data)
+    test_images = test.get(np.arange(2000))["image"]
+    probe = jnp.asarray(test_images[:256])
+    state = vqvae.init(config, jax.random.PRNGKey(config.seed), {"image": probe[:64]})
+    step = jax.jit(lambda s, b: vqvae.train_step(config, s, b))
+
+    @jax.jit
+    def stats(s):
+        cb = vqvae.codebook_of(s)
+        z = vqvae.encode(config, s.model.params, probe.astype(jnp.float32) / 255)
+        z = z.reshape(-1, cb.shape[1])
+        d = jnp.sum((cb[:, None] - cb[None]) ** 2, -1) + 1e30 * jnp.eye(cb.shape[0])
+        q = vq.quantize(z, cb)
+        return {
+            "z_norm": jnp.mean(jnp.linalg.norm(z, axis=-1)),
+            "code_spacing": jnp.mean(jnp.sqrt(jnp.min(d, 1))),
+            "quant_error": jnp.mean(jnp.linalg.norm(z - q.z_q, axis=-1)),
+        }
+
+    log = []
+    for i in range(steps):
+        state, m = step(state, train_batch(train, config.seed, i, config.train.batch_size))
+        if (i + 1) % 25 == 0 or float(m["restarted"]) > 0 or i in (99, 100, 101):
+            row = {
+                "step": i + 1,
+                "mse": float(m["mse"]),
+                "perplexity": float(m["perplexity"]),
+                "restarted": float(m["restarted"]),
+            }
+            row.update({k: float(v) for k, v in stats(state).items()})
+            log.append(row)
+    ev = jax.jit(lambda s, b: vqvae.eval_step(config, s, b))
+    psnr = [
+        float(ev(state, {"image": jnp.asarray(test_images[i : i + 400])})["psnr"])
+        for i in range(0, 2000, 400)
+    ]
+    return {"log": log, "psnr": float(np.mean(psnr))}
+
+
+def main(argv=None) -> None:
+    ap = harness.parser(__doc__)
+    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--dataset", default=None, help="fashion_mnist (--quick: mnist)")
+    args = ap.parse_args(argv)
+    args.dataset = args.dataset or ("mnist" if args.quick else "fashion_mnist")
+    steps, warmup = (30, 5) if args.quick else (args.steps, None)
     results = {}
-    for name, case in CASES.items():
-        results[name] = run_child(CHILD, args.dataset, str(args.steps), json.dumps(case))
+    for name in QUICK if args.quick else CASES:
+        kwargs = {**CASES[name], "dataset": args.dataset, "steps": steps, "warmup": warmup}
+        results[name] = harness.run_in_child(case, **kwargs)
         print(name, results[name]["psnr"], flush=True)
 
     def at(log, step, key):
@@ -100,10 +110,8 @@ def main():
     lines = [
         "# Restarts with a loss-learned codebook: the shock and the fix (CPU)",
         "",
-        f"`python bench/vqvae_restarts.py --steps {args.steps} --dataset {args.dataset}` on "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"JAX {jax.__version__}. `configs/vqvae.py:{args.dataset},loss`, the 2,000-step schedule "
-        f"compressed to {args.steps} steps; PSNR over 2,000 test images.",
+        f"`configs/vqvae.py:{args.dataset},loss`, the 2,000-step schedule compressed to {steps} "
+        "steps; PSNR over 2,000 test images.",
         "",
         "| case | PSNR | MSE step 100 | max MSE steps 101-125 | MSE last | |z_e| step 100 "
         "| code spacing step 100 | perplexity last | codes re-seeded |",
@@ -125,11 +133,9 @@ def main():
         "logged steps (restarts happen on logged steps by construction: every step that restarts",
         "is logged).",
     ]
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(args.out.replace(".md", ".json"), "w") as f:
-        json.dump(results, f)
-    print(f"wrote {args.out}")
+    out = harness.out_path(args, "vqvae_restarts_cpu")
+    harness.write_results(out, "\n".join(lines), results)
+    print("wrote", out)
 
 
 if __name__ == "__main__":

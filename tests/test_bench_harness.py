@@ -1,0 +1,112 @@
+"""The benchmark harness (bench/harness.py): its timing loop, its per-case subprocess runner and
+its results files."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import harness  # noqa: E402
+
+
+def _sleep_10ms():
+    time.sleep(0.01)
+    return 0
+
+
+def test_time_calls_measures_a_sleep_and_leaves_out_the_first_call():
+    calls = []
+
+    def call():
+        calls.append(None)
+        time.sleep(0.05 if len(calls) == 1 else 0.01)  # the first call "compiles"
+        return len(calls)
+
+    t = harness.time_calls(call, warmup=2, repeats=5, inner=2)
+    assert len(calls) == 1 + 2 + 5 * 2
+    assert t.calls == 10 and len(t.per_call_s) == 5
+    assert 0.05 <= t.first_s < 0.5
+    assert 0.01 <= t.median_s < 0.05, t
+    assert min(t.per_call_s) <= t.median_s <= max(t.per_call_s)
+    assert 0 <= t.spread < 2
+    assert t.per_s(32) == pytest.approx(32 / t.median_s)
+    d = t.as_dict()
+    assert d["repeats"] == 5 and d["min_s"] <= d["median_s"] <= d["max_s"]
+
+
+def test_time_calls_repeats_until_min_seconds():
+    t = harness.time_calls(_sleep_10ms, warmup=0, repeats=1, min_seconds=0.2)
+    assert len(t.per_call_s) >= 10
+
+
+@pytest.mark.slow  # three fresh Pythons
+def test_run_in_child_reports_the_peak_memory_of_its_own_case():
+    small = harness.run_in_child(_allocate, mb=0)
+    big = harness.run_in_child(_allocate, mb=200)
+    assert small["sum"] == 0 and big["sum"] == 200 * 2**20
+    assert big["pid"] != os.getpid()
+    assert big["peak_rss_mb"] - small["peak_rss_mb"] > 150, (small, big)
+    # Per case: a small case after a big one is small again.
+    again = harness.run_in_child(_allocate, mb=0)
+    assert again["peak_rss_mb"] < big["peak_rss_mb"] - 150
+
+
+def _allocate(mb: int) -> dict:
+    """Touch ``mb`` MiB of memory (a module-level function, as a benchmark's case is)."""
+    import numpy as np
+
+    block = np.ones(mb * 2**20, np.uint8)
+    return {"sum": int(block.sum()), "pid": os.getpid()}
+
+
+def test_run_in_child_raises_when_the_case_fails():
+    with pytest.raises(RuntimeError, match="exited with"):
+        harness.run_in_child(_allocate, mb=-1)
+
+
+def test_write_results_writes_markdown_and_json_together(tmp_path):
+    md = tmp_path / "sub" / "table.md"
+    path = harness.write_results(str(md), "# T\n\n| a |\n|---|\n| 1 |\n", {"rows": [1.5]})
+    assert path == str(tmp_path / "sub" / "table.json")
+    data = json.loads(Path(path).read_text())
+    assert data["results"] == {"rows": [1.5]}
+    meta = data["meta"]
+    for key in ("date", "commit", "cpu", "cores", "versions", "command"):
+        assert meta[key], key
+    assert meta["versions"]["jax"] and meta["versions"]["flax"]
+    text = md.read_text()
+    assert text.startswith("# T\n\n| a |") and meta["commit"][:12] in text and "table.json" in text
+    assert sorted(os.listdir(md.parent)) == ["table.json", "table.md"]  # no temporary left
+
+
+def test_write_results_leaves_the_old_pair_when_the_data_is_not_json(tmp_path):
+    md = tmp_path / "table.md"
+    harness.write_results(str(md), "old", {"x": 1})
+    with pytest.raises(TypeError):
+        harness.write_results(str(md), "new", {"x": object()})
+    assert md.read_text().startswith("old")
+    assert json.loads((tmp_path / "table.json").read_text())["results"] == {"x": 1}
+
+
+def test_out_path_keeps_quick_runs_away_from_the_committed_tables(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_QUICK_DIR", str(tmp_path))
+    ap = harness.parser("doc")
+    assert harness.out_path(ap.parse_args(["--quick"]), "x") == str(tmp_path / "x.md")
+    assert harness.out_path(ap.parse_args([]), "x") == os.path.join(harness.RESULTS, "x.md")
+    assert harness.out_path(ap.parse_args(["--quick", "--out", "y.md"]), "x") == "y.md"
+
+
+def test_finished_and_train_info(tmp_path):
+    assert not harness.finished(str(tmp_path))
+    rows = [{"split": "train", "step": 1, "time": 2.0}, {"split": "eval", "step": 2, "time": 3.5}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert harness.finished(str(tmp_path))
+    assert harness.train_info(str(tmp_path)) == (2, 3.5)
