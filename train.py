@@ -17,6 +17,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+import jaxgen.eval  # noqa: F401  (registers the evaluations defined above the engine)
 from jaxgen.data import DataError
 from jaxgen.engine import loop, signals
 from jaxgen.errors import CheckpointError, ConfigError, TrainingError
