@@ -21,8 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def load_config(path: str, arg: str | None):
     """``get_config(arg)`` of the config file ``path`` (relative to the repository root), e.g.
-    ``load_config("configs/vae.py", "mnist,tiny")``. Config files import ``configs.common``, so
-    the repository root goes on ``sys.path`` first."""
+    ``load_config("configs/vae.py", "mnist,tiny")``. Config files import
+    ``jaxgen.configs.common``, so the repository root goes on ``sys.path`` first."""
     if ROOT not in sys.path:
         sys.path.insert(0, ROOT)
     spec = importlib.util.spec_from_file_location("bench_config", os.path.join(ROOT, path))

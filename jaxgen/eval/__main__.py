@@ -68,7 +68,7 @@ _OPTIONS = cli.define_options(cli.family_named_by(sys.argv)) if __name__ == "__m
 
 def _data_config(dataset: str):
     """The data section of ``dataset``'s default config (``configs/common.py``)."""
-    from configs import common
+    from jaxgen.configs import common
 
     if dataset not in common.DATA:
         raise ConfigError(f"--dataset={dataset!r} is not one of {sorted(common.DATA)}")

@@ -7,7 +7,7 @@ Data sets: ``mnist`` (default, ``../shared/data/mnist.npz``), ``fashion_mnist`` 
 files).
 """
 
-from configs import common
+from jaxgen.configs import common
 
 DATASETS = ("mnist", "fashion_mnist")
 VARIANTS = {
