@@ -43,7 +43,7 @@ PacGAN4 24.8 / 93.6%. Real data scores 98.9% high quality (P(|N(0, I)| <= 3) in 
 
 
 def recipe_config(variant: str, overrides: dict | None = None):
-    from configs import gan as gan_configs
+    from jaxgen.configs import gan as gan_configs
 
     c = gan_configs.points(gan_configs.get_config(f"mnist,{variant}"))
     for key, value in (overrides or {}).items():

@@ -38,7 +38,7 @@ sys.path.insert(0, ROOT)
 from jaxgen.data import load_splits  # noqa: E402
 from jaxgen.engine import loop  # noqa: E402
 from jaxgen.engine.images import save_grid  # noqa: E402
-from jaxgen.eval import class_accuracy, evaluator_outputs, within_class_diversity  # noqa: E402
+from jaxgen.eval import Evaluator, class_accuracy, within_class_diversity  # noqa: E402
 
 
 def _floats(text):
@@ -93,19 +93,21 @@ def main():
 
     setup, state = loop.restore_for_inference(args.workdir)
     ev_setup, ev_state = loop.restore_for_inference(args.evaluator)
-    ev_params = ev_state.model.params
+    evaluator = Evaluator(
+        args.evaluator, ev_setup.config, ev_state.model.params, int(ev_state.step), None
+    )
     k = setup.config.model.num_classes
     labels = np.repeat(np.arange(k, dtype=np.int32), args.per_class)
 
     def score(images):
-        logits, feats = evaluator_outputs(ev_setup.config, ev_params, images)
+        logits, feats = evaluator.outputs(images)
         return class_accuracy(logits, labels), within_class_diversity(feats, labels)
 
     _, test = load_splits(ev_setup.config.data)
     test_labels = np.asarray(test.get(np.arange(test.num_examples))["label"])
     pick = np.concatenate([np.flatnonzero(test_labels == c)[: args.per_class] for c in range(k)])
     real = test.get(pick)
-    real_logits, real_feats = evaluator_outputs(ev_setup.config, ev_params, real["image"])
+    real_logits, real_feats = evaluator.outputs(real["image"])
     real_acc = class_accuracy(real_logits, real["label"])
     real_div = within_class_diversity(real_feats, real["label"])
 

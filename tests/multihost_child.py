@@ -33,7 +33,7 @@ SAMPLE_NUM = 8
 def tiny_config():
     """The tiny VAE on procedural 16x16 shapes: 4 steps of global batch 16, checkpoints at
     steps 2 and 4, a final eval of 32 test images and a final sample grid."""
-    from configs import vae
+    from jaxgen.configs import vae
 
     config = vae.get_config("mnist,tiny")
     config.data.source = "shapes"

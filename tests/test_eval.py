@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from support import ROOT, load_config
 
-from jaxgen.eval import class_accuracy, evaluator_outputs, within_class_diversity
+from jaxgen.eval import Evaluator, class_accuracy, within_class_diversity
 from jaxgen.families import classifier
 
 
@@ -29,8 +29,10 @@ def test_evaluator_reads_uint8_and_unit_floats_alike():
     images = np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1), dtype=np.uint8)
     batch = {"image": images, "label": np.zeros(5, np.int32)}
     params = classifier.init(config, jax.random.PRNGKey(0), batch).model.params
-    a_logits, a_feats = evaluator_outputs(config, params, images, batch_size=2)
-    b_logits, b_feats = evaluator_outputs(config, params, images / 255.0, batch_size=5)
+    evaluator = Evaluator("untrained", config, params, step=0, test_accuracy=None, batch_size=2)
+    a_logits, a_feats = evaluator.outputs(images)
+    evaluator.batch_size = 5
+    b_logits, b_feats = evaluator.outputs(images / 255.0)
     np.testing.assert_allclose(a_logits, b_logits, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(a_feats, b_feats, rtol=1e-5, atol=1e-5)
     assert a_logits.shape == (5, 10) and np.abs(a_feats).sum() > 0

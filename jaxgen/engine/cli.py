@@ -1,4 +1,5 @@
-"""What the command-line tools share: a workdir's family's sampling options as absl flags.
+"""What the command-line tools share: a workdir's family's sampling options as absl flags,
+one-line flag errors, and the help text.
 
 ``sample.py`` and ``python -m jaxgen.eval`` read the ``--workdir`` in ``argv`` before parsing
 flags, so that the family's options (``Family.sample_options``) become flags with their own
@@ -77,3 +78,15 @@ def parse_flags(argv):
     except flags.Error as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def show_in_help(module_name: str, doc: str) -> None:
+    """Make ``--help`` print ``doc`` and list the flags of ``module_name`` and the family's
+    sampling options: absl shows the ``__main__`` module's docstring and flags, which are those
+    of a thin wrapper (``train.py``) or a console script (``jaxgen-train``)."""
+    main = sys.modules.get("__main__")
+    if main is not None:
+        main.__doc__ = doc
+    for module in (module_name, __name__):
+        for flag in flags.FLAGS.get_key_flags_for_module(module):
+            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)

@@ -229,5 +229,6 @@ def validate(
                 f"data.path={path!r} does not exist; data.source={config.data.source!r} needs "
                 f"{hint}. Set it with --config.data.path=..."
             )
-    evals.check(config)
+    if need_data:  # inference (no data) runs no evaluations, so their types need not be known
+        evals.check(config)
     family.validate_config(config)

@@ -1,22 +1,21 @@
 """Evaluations as a registry: ``config.evals`` names them, the training loop runs them.
 
 Each entry of ``config.evals`` is ``name: {"type": <registered type>, ...settings}``. A type is a
-factory ``(setup, settings) -> Evaluator`` registered with ``@register``; the loop calls
-``Evaluator.run(state, final)`` every ``Evaluator.every`` steps (0: only after the last step)
-and writes what it returns to ``metrics.jsonl`` under its ``split``. A new kind of evaluation
-(a sample-based Frechet distance, say) is a registered factory and a config entry; the loop
-does not change.
+factory ``(setup, settings, test_split) -> Evaluation`` registered with ``@register``; the loop
+calls ``Evaluation.run(state, final)`` every ``Evaluation.every`` steps (0: only after the last
+step) and writes what it returns to ``metrics.jsonl`` under its ``split``. A new kind of
+evaluation is a registered factory and a config entry; the loop does not change.
 
 Built in: ``held_out``, the family's ``eval_step`` over the test split (settings in the
 ``eval`` section and ``train.eval_every``); it is skipped for families without held-out
-metrics. ``samples`` (FD, KID, precision/recall of generated samples) lives in
-``jaxgen.eval.training`` and is imported when a config asks for it.
+metrics. Layers above the engine register their own types when they are imported (the
+sample-quality package registers ``samples``: FD, KID, precision/recall of generated samples);
+the engine never imports them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Callable
 
 import jax
@@ -29,27 +28,20 @@ from jaxgen.engine.mesh import batch_sharding, gather_params, global_batch, repl
 from jaxgen.errors import ConfigError
 
 _TYPES: dict[str, Callable] = {}
-# Types registered by modules above the engine, imported when a config names them (the engine
-# never imports them otherwise): ``samples`` needs the evaluator network of ``jaxgen.eval``.
-_PROVIDERS = {"samples": "jaxgen.eval.training"}
-
-
-def _lookup(kind: str):
-    if kind not in _TYPES and kind in _PROVIDERS:
-        importlib.import_module(_PROVIDERS[kind])
-    return _TYPES.get(kind)
 
 
 @dataclasses.dataclass
-class Evaluator:
+class Evaluation:
+    """One configured evaluation, ready to run on a state."""
+
     split: str  # the metrics.jsonl ``split`` its rows carry
     every: int  # steps between runs while training; 0: only after the last step
     run: Callable  # (state, final: bool) -> dict[str, float]
 
 
 def register(name: str):
-    """Decorator: register an evaluator factory ``(setup, settings) -> Evaluator | None``
-    (``None``: nothing to evaluate for this family)."""
+    """Decorator: register an evaluation factory ``(setup, settings, test_split) ->
+    Evaluation | None`` (``None``: nothing to evaluate for this family)."""
 
     def wrap(factory):
         _TYPES[name] = factory
@@ -66,19 +58,22 @@ def check(config) -> None:
     """Raise unless every entry of ``config.evals`` names a registered type."""
     for name, settings in _entries(config):
         kind = settings.get("type", "")
-        if _lookup(kind) is None:
+        if kind not in _TYPES:
             raise ConfigError(
                 f"evals.{name}.type={kind!r} is not a registered evaluation; expected one of "
-                f"{tuple(sorted(set(_TYPES) | set(_PROVIDERS)))}"
+                f"{tuple(sorted(_TYPES))} (types defined above the engine are registered when "
+                "their module is imported: `import jaxgen.eval` adds 'samples')"
             )
 
 
-def build(setup, test_split) -> list[Evaluator]:
+def build(setup, test_split) -> list[Evaluation]:
+    """The config's evaluations for this run (after ``check``), skipping those with nothing to
+    evaluate for its family."""
     out = []
     for _, settings in _entries(setup.config):
-        evaluator = _lookup(settings["type"])(setup, settings, test_split)
-        if evaluator is not None:
-            out.append(evaluator)
+        evaluation = _TYPES[settings["type"]](setup, settings, test_split)
+        if evaluation is not None:
+            out.append(evaluation)
     return out
 
 
@@ -168,7 +163,7 @@ def check_held_out(cfg, test_split) -> None:
 
 
 @register("held_out")
-def held_out(setup, settings, test_split) -> Evaluator | None:
+def held_out(setup, settings, test_split) -> Evaluation | None:
     del settings  # held-out settings live in the ``eval`` section
     if not setup.caps.held_out:
         return None
@@ -180,4 +175,4 @@ def held_out(setup, settings, test_split) -> Evaluator | None:
         num = cfg.eval.final_num_examples if final else cfg.eval.num_examples
         return run_held_out(setup, eval_fn, state, test_split, num)
 
-    return Evaluator(split="eval", every=cfg.train.eval_every, run=run)
+    return Evaluation(split="eval", every=cfg.train.eval_every, run=run)

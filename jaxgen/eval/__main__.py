@@ -32,7 +32,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from jaxgen.data import DataError, load_splits
-from jaxgen.engine import cli, loop, sampling
+from jaxgen.engine import cli, loop
 from jaxgen.errors import CheckpointError, ConfigError
 from jaxgen.eval import evaluator as evaluator_lib
 from jaxgen.eval import report
@@ -68,7 +68,7 @@ _OPTIONS = cli.define_options(cli.family_named_by(sys.argv)) if __name__ == "__m
 
 def _data_config(dataset: str):
     """The data section of ``dataset``'s default config (``configs/common.py``)."""
-    from configs import common
+    from jaxgen.configs import common
 
     if dataset not in common.DATA:
         raise ConfigError(f"--dataset={dataset!r} is not one of {sorted(common.DATA)}")
@@ -134,38 +134,23 @@ def _plain(kwargs: dict) -> dict:
 def _evaluate_workdir(workdir: str) -> dict:
     started = time.perf_counter()
     setup, state = loop.restore_for_inference(workdir)
-    dataset = setup.config.data.get("dataset", "")
-    evaluator = evaluator_lib.load_for(dataset, _EVALUATOR.value)
-    settings = _settings()
-    real = report.test_reference(evaluator, setup.config.data, settings)
     values = {k: holder.value for k, holder in _OPTIONS.items()}
-    kwargs = {}
-    if setup.caps.generates:
-        kwargs = sampling.prepare(setup, values, loop.restore_for_inference)
-    result = report.evaluate_run(
-        setup,
-        state,
-        evaluator,
-        real,
-        _NUM.value,
-        kwargs,
-        rng=jax.random.PRNGKey(_SEED.value),
-        batch=_BATCH.value,
-        settings=settings,
-    )
+    scoring = report.RunScoring.prepare(setup, values, _settings(), _EVALUATOR.value)
+    evaluator = scoring.evaluator
+    result = scoring.run(state, _NUM.value, rng=jax.random.PRNGKey(_SEED.value), batch=_BATCH.value)
     if _LIKELIHOOD.value:
         result["metrics"].update(_likelihoods(setup, state))
     payload = {
         "workdir": os.path.abspath(workdir),
         "family": setup.family.name,
-        "dataset": dataset,
+        "dataset": setup.config.data.get("dataset", ""),
         "step": int(state.step),
         **result,
         "sampler_options": dict(values),  # as given (or their defaults)
-        "sample_kwargs": _plain(kwargs),  # what the family made of them
+        "sample_kwargs": _plain(scoring.sample_kwargs),  # what the family made of them
         "seed": _SEED.value,
         "batch": _BATCH.value,
-        **_header(evaluator, real.count),
+        **_header(evaluator, scoring.real.count),
         "wall_s": time.perf_counter() - started,
     }
     _print(

@@ -4,19 +4,23 @@
 set) and keeps only what the metrics need: running float64 feature statistics for the Frechet
 distance (every image), the features of the first ``keep`` images for KID and precision/recall,
 and the evaluator's class verdicts when the images have labels. ``scores`` compares it with the
-test split's features. ``evaluate_run`` does the whole thing for a train.py workdir, which is what
-``python -m jaxgen.eval`` and the training loop's ``samples`` evaluation call.
+test split's features. ``evaluate_run`` does the whole thing for a train.py workdir;
+``RunScoring.prepare`` sets it up (the evaluator, the test split's features, the family's
+sampling options) once for ``python -m jaxgen.eval`` and the training loop's ``samples``
+evaluation alike.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 import numpy as np
 
 from jaxgen.data import load_splits
 from jaxgen.errors import ConfigError
+from jaxgen.eval import evaluator as evaluator_lib
 from jaxgen.eval.metrics import FeatureStats, frechet_distance_of, kid, precision_recall
 from jaxgen.eval.samples import within_class_diversity
 
@@ -193,3 +197,47 @@ def evaluate_run(
         "first_chunk_s": first_done[0] - start,
         "samples_per_s": fake.count / max(total, 1e-9),
     }
+
+
+@dataclasses.dataclass
+class RunScoring:
+    """Everything scoring a run's samples needs, made once: the evaluator of its data set, the
+    test split's features and the family's prepared sampling keyword arguments."""
+
+    setup: Any
+    evaluator: evaluator_lib.Evaluator
+    real: FeatureSink
+    sample_kwargs: dict
+    settings: Settings
+
+    @classmethod
+    def prepare(
+        cls, setup, options: dict, settings: Settings, evaluator_workdir: str | None = None
+    ) -> RunScoring:
+        """Find the evaluator (``evaluator_workdir``, or the one of ``config.data.dataset``),
+        check the sampling ``options`` (by name; missing ones take the family's defaults), then
+        compute the test split's features: the cheap checks fail before the slow part."""
+        from jaxgen.engine import loop, sampling
+
+        dataset = setup.config.data.get("dataset", "")
+        evaluator = evaluator_lib.load_for(dataset, evaluator_workdir)
+        kwargs = {}
+        if setup.caps.generates:
+            kwargs = sampling.prepare(setup, dict(options), loop.restore_for_inference)
+        real = test_reference(evaluator, setup.config.data, settings)
+        return cls(setup, evaluator, real, kwargs, settings)
+
+    def run(self, state, num: int, *, rng, batch: int, progress: bool = True) -> dict:
+        """``evaluate_run`` of ``num`` samples (or reconstructions) of ``state``."""
+        return evaluate_run(
+            self.setup,
+            state,
+            self.evaluator,
+            self.real,
+            num,
+            self.sample_kwargs,
+            rng=rng,
+            batch=batch,
+            settings=self.settings,
+            progress=progress,
+        )

@@ -1,6 +1,9 @@
 """Scores for class-conditional samples, from an evaluator classifier trained on clean data
 (``configs/classifier.py:<data set>,clean``), kept separate from any classifier used for guidance.
 
+The evaluator's logits and features of a batch of images are ``Evaluator.outputs``
+(``jaxgen.eval.evaluator``).
+
 - ``class_accuracy``: the share of samples the evaluator assigns to the class they were asked
   for: how well generation follows the condition.
 - ``within_class_diversity``: the mean pairwise Euclidean distance between the evaluator's
@@ -10,26 +13,7 @@
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-
-from jaxgen.families import classifier
-
-
-def evaluator_outputs(config, params, images: np.ndarray, batch_size: int = 500):
-    """``(logits [N, K], features [N, F])`` of images in ``[0, 1]`` (float) or uint8."""
-    fn = jax.jit(classifier.features_fn(config, params))
-    images = np.asarray(images)
-    logits, feats = [], []
-    for i in range(0, len(images), batch_size):
-        chunk = images[i : i + batch_size]
-        x = chunk.astype(np.float32) / 255.0 if chunk.dtype == np.uint8 else chunk
-        x = jnp.asarray(x * 2.0 - 1.0, jnp.float32)
-        out_logits, out_feats = fn(x, jnp.zeros((x.shape[0],), jnp.float32))
-        logits.append(np.asarray(out_logits))
-        feats.append(np.asarray(out_feats))
-    return np.concatenate(logits), np.concatenate(feats)
 
 
 def class_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

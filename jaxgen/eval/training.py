@@ -3,18 +3,16 @@ the data set's evaluator features, every N steps (``config.evals``)::
 
     config.evals.samples = {"type": "samples", "every": 1000, "num": 2000}
 
-Registered with the engine's registry (``jaxgen.engine.evals``), which imports this module when
-a config names the type.
+Registered with the engine's registry (``jaxgen.engine.evals``) when ``jaxgen.eval`` is
+imported; the engine itself never imports this module (the tools above it do).
 """
 
 from __future__ import annotations
 
 import jax
 
-from jaxgen.engine import loop, sampling
-from jaxgen.engine.evals import Evaluator, register
+from jaxgen.engine.evals import Evaluation, register
 from jaxgen.errors import ConfigError
-from jaxgen.eval import evaluator as evaluator_lib
 from jaxgen.eval import report
 
 SAMPLE_SETTINGS = {
@@ -28,7 +26,7 @@ SAMPLE_SETTINGS = {
 
 
 @register("samples")
-def samples(setup, settings, test_split) -> Evaluator | None:
+def samples(setup, settings, test_split) -> Evaluation | None:
     """FD, KID, precision/recall (and class accuracy for conditional models) of ``num``
     samples against the test split, on the data set's evaluator features
     (``jaxgen.eval``). Rows go to ``metrics.jsonl`` with ``split = "samples"``. The evaluator
@@ -50,31 +48,17 @@ def samples(setup, settings, test_split) -> Evaluator | None:
             f"a 'samples' evaluation needs a family that generates or reconstructs; "
             f"{setup.family.name!r} does neither"
         )
-    ev = evaluator_lib.load_for(
-        setup.config.data.get("dataset", ""), values.get("evaluator") or None
+    scoring = report.RunScoring.prepare(
+        setup,
+        values.get("options") or {},
+        report.Settings(keep=num, kid_subset_size=min(1_000, num), seed=seed),
+        values.get("evaluator") or None,
     )
-    options = dict(values.get("options") or {})
-    kwargs = {}
-    if setup.caps.generates:
-        kwargs = sampling.prepare(setup, options, loop.restore_for_inference)
-    metric_settings = report.Settings(keep=num, kid_subset_size=min(1_000, num), seed=seed)
-    real = report.test_reference(ev, setup.config.data, metric_settings)
     rng = jax.random.PRNGKey(seed)
 
     def run(state, final: bool):
         del final
-        result = report.evaluate_run(
-            setup,
-            state,
-            ev,
-            real,
-            num,
-            kwargs,
-            rng=rng,
-            batch=batch,
-            settings=metric_settings,
-            progress=False,
-        )
+        result = scoring.run(state, num, rng=rng, batch=batch, progress=False)
         return {**result["metrics"], "samples_per_s": result["samples_per_s"]}
 
-    return Evaluator(split="samples", every=every, run=run)
+    return Evaluation(split="samples", every=every, run=run)

@@ -13,7 +13,7 @@ features serve the Frechet distance, KID and precision/recall, and its verdicts 
 accuracy of conditional samples. Keep it a separate run from the noise-aware one.
 
 Networks (``model.arch``): ``"unet"``, ``jaxgen.nn.classifier.Classifier`` (the UNet's down path
-with a pooled head, time-aware: the guide); ``"cnn"``, ``jaxgen.nn.evaluator.EvaluatorCNN`` (a
+with a pooled head, time-aware: the guide); ``"cnn"``, ``jaxgen.nn.evaluator_cnn.EvaluatorCNN`` (a
 small plain CNN of clean images: the evaluator). Augmentation of training images (clean
 classifiers): ``classifier.augment_shift`` pixels of random translation (background-filled) and
 ``classifier.augment_flip`` random left-right flips. Loss: softmax cross-entropy. It does not
@@ -40,7 +40,7 @@ from jaxgen.families.common import (
 )
 from jaxgen.families.state import State, TrainState, gradient_step
 from jaxgen.nn.classifier import Classifier
-from jaxgen.nn.evaluator import EvaluatorCNN
+from jaxgen.nn.evaluator_cnn import EvaluatorCNN
 
 SCHEDULES = ("linear", "cosine", "linear_vp")
 ARCHS = ("unet", "cnn")

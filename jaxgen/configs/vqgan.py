@@ -20,7 +20,7 @@ Variants:
 Needs the perceptual extra: ``pip install 'jaxgen[perceptual]'`` (``make install`` has it).
 """
 
-from configs import common
+from jaxgen.configs import common
 
 DATASETS = ("mnist", "fashion_mnist")
 VARIANTS = {

@@ -5,7 +5,7 @@ Data sets: ``mnist`` (default, ``../shared/data/mnist.npz``), ``fashion_mnist`` 
 files). The PixelCNN prior over its codes: ``configs/pixelcnn.py``.
 """
 
-from configs import common
+from jaxgen.configs import common
 
 DATASETS = ("mnist", "fashion_mnist")
 VARIANTS = {

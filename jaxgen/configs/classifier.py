@@ -7,7 +7,7 @@ Data sets: ``mnist`` (default, ``../shared/data/mnist.npz``), ``fashion_mnist`` 
 files).
 """
 
-from configs import common
+from jaxgen.configs import common
 
 DATASETS = ("mnist", "fashion_mnist")
 VARIANTS = {
@@ -27,7 +27,7 @@ def get_config(arg=None):
         channels=32,
         channel_mult=(1, 2, 2),
         num_res_blocks=1,
-        # cnn: the evaluator's plain CNN (jaxgen.nn.evaluator)
+        # cnn: the evaluator's plain CNN (jaxgen.nn.evaluator_cnn)
         widths=(32, 64),
         features=256,
         dropout=0.0,

@@ -8,7 +8,7 @@
 Data sets: ``mnist`` (default), ``fashion_mnist``; the prior trains on its tokenizer's data.
 """
 
-from configs import common
+from jaxgen.configs import common
 
 DATASETS = ("mnist", "fashion_mnist")
 VARIANTS = {

@@ -19,7 +19,7 @@ wgan, then wgan_gp. ``points(config)`` turns any of them into the MLP pair of th
 mode-collapse benchmark (bench/gan_modes.py), which feeds the step points itself.
 """
 
-from configs import common
+from jaxgen.configs import common
 
 DATASETS = ("mnist", "fashion_mnist")
 VARIANTS = {

@@ -14,7 +14,8 @@ import ml_collections
 from jaxgen.engine.config import base_config
 from jaxgen.errors import ConfigError
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout (this file is jaxgen/configs/common.py in it); MNIST is read from beside it.
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Where each data set is read from by default (override with --config.data.path=...).
 MNIST_NPZ = os.path.normpath(os.path.join(_ROOT, "..", "shared", "data", "mnist.npz"))

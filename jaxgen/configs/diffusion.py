@@ -12,7 +12,7 @@ Data sets:
   is downloaded); its ``tiny`` variant trains on the procedural 16x16 ``shapes`` data instead.
 """
 
-from configs import common
+from jaxgen.configs import common
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 VARIANTS = {

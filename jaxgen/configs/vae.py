@@ -9,7 +9,7 @@ Data sets:
   likelihood over the 256 levels, also in bits/dim), the conv pair, 20,000 steps.
 """
 
-from configs import common
+from jaxgen.configs import common
 
 DATASETS = ("mnist", "fashion_mnist")
 VARIANTS = {

@@ -1,5 +1,5 @@
-"""The evaluator network: a small plain CNN whose penultimate features serve the sample-quality
-metrics (``jaxgen.eval``).
+"""The evaluator's network, ``EvaluatorCNN``: a small plain CNN whose penultimate features serve
+the sample-quality metrics (``jaxgen.eval``; the restored classifier there is ``Evaluator``).
 
 Per level one 3x3 convolution, GroupNorm and SiLU, then 2x2 max pooling; after the last level
 the map is flattened into one dense layer whose SiLU output is the feature vector (``features``
