@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import ml_collections
 import pytest
-from conftest import ROOT
+from support import ROOT
 
 from jaxgen.engine import mesh
 from jaxgen.engine.config import base_config

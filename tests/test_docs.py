@@ -16,7 +16,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, config_module
+from support import ROOT, config_module
 
 import jaxgen.engine.config  # noqa: F401 (configs/common.py imports it: a one-off 4 s import)
 from jaxgen.families import FAMILIES, get_family

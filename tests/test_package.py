@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CONFIGS, ROOT
+from support import CONFIGS, ROOT
 
 from jaxgen.errors import ConfigError
 
