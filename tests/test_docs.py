@@ -198,9 +198,9 @@ def _flags_of(command: str) -> tuple[set[str], str] | None:
         return None
     rest = command[m.end() :]
     if m.group(1) == "train.py":
-        return _defined(ROOT / "train.py") | ABSL_FLAGS, rest
+        return _defined(ROOT / "jaxgen" / "train.py") | ABSL_FLAGS, rest
     if m.group(1) == "sample.py":
-        return _defined(ROOT / "sample.py") | _sample_options() | ABSL_FLAGS, rest
+        return _defined(ROOT / "jaxgen" / "sample.py") | _sample_options() | ABSL_FLAGS, rest
     main = ROOT / "jaxgen" / "eval" / "__main__.py"
     return _defined(main) | _sample_options() | ABSL_FLAGS, rest
 
