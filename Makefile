@@ -72,10 +72,19 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# A quick pass of every benchmark and table driver (tiny sizes, fresh tiny runs), into
+# $BENCH_QUICK_DIR (default runs/bench_quick), never over bench/results/. The full tables:
+# each script without --quick (its docstring has the command).
 bench: $(STAMP)
-	$(PY) bench/vae_throughput.py
-	$(PY) bench/diffusion_solver_error.py
-	$(PY) bench/diffusion_throughput.py
+	set -e; export BENCH_QUICK_DIR="$${BENCH_QUICK_DIR:-runs/bench_quick}"; \
+	rm -rf "$$BENCH_QUICK_DIR/runs" "$$BENCH_QUICK_DIR/images"; \
+	for s in vae_throughput vqvae_throughput gan_throughput vqgan_throughput prior_throughput \
+	  diffusion_throughput diffusion_solver_error vqvae_restarts input_pipeline; do \
+	  echo "== bench/$$s.py --quick"; $(PY) bench/$$s.py --quick; done; \
+	for s in vqgan_compare prior_compare eval_table; do \
+	  echo "== bench/$$s.py --run --quick"; $(PY) bench/$$s.py --run --quick; done; \
+	$(PY) bench/guidance_tradeoff.py --quick; \
+	echo "Quick tables: $$BENCH_QUICK_DIR"
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,13 +1,16 @@
 """The README's results table and its plots, from the ``eval.json`` files of ``jaxgen.eval``.
 
-    python bench/eval_table.py [--evals runs/table/evals] [--out bench/results/eval_table.md]
+    python bench/eval_table.py [--out bench/results/eval_table.md]
     python bench/eval_table.py --run [--datasets mnist,fashion_mnist] [--skip STEM,...]
+    python bench/eval_table.py --run --quick   # three rows of tiny runs, in $BENCH_QUICK_DIR
 
 Each row names the commands that produced it: the training runs (their steps and wall time are
 read from their ``metrics.jsonl``) and the ``python -m jaxgen.eval`` call. Rows whose JSON is
 missing are taken from the table already at ``--out`` (the committed one), or else left out and
-listed, so the table can be rebuilt as runs finish, on any machine. Plots: FD against
-the number of model calls (NFE) and against the CFG scale, for each data set with such rows.
+listed, so the table can be rebuilt as runs finish, on any machine. Plots
+(``docs/images/eval_curves_<ds>.png``): FD against the number of model calls (NFE) and against
+the CFG scale, for each data set with such rows. Runs and evals: ``runs/table/``; the figures
+of the loaded evals: ``bench/results/eval_table.json``.
 
 ``--run`` first produces the missing rows, in table order: it trains each row's runs that have
 not finished (a run is finished when its ``metrics.jsonl`` ends with the final eval) and then
@@ -16,56 +19,39 @@ runs the row's ``python -m jaxgen.eval`` command, one process at a time.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shlex
-import subprocess
 import sys
 
-TRAIN = {
-    "vae": "python train.py --config=configs/vae.py:{ds},demo --workdir=runs/table/vae_{ds}",
-    "diffusion": (
-        "python train.py --config=configs/diffusion.py:{ds},demo,cond "
-        "--workdir=runs/table/diffusion_{ds}"
-    ),
-    "vqvae": (
-        "python train.py --config=configs/vqvae.py:{ds} --workdir=runs/table/vqvae_{ds} "
-        "--config.train.num_steps=600"
-    ),
-    "dcgan": (
-        "python train.py --config=configs/gan.py:{ds} --workdir=runs/table/dcgan_{ds} "
-        "--config.train.num_steps=5000"
-    ),
-    "wgan_gp": (
-        "python train.py --config=configs/gan.py:{ds},wgan_gp --workdir=runs/table/wgan_gp_{ds} "
-        "--config.train.num_steps=2000"
-    ),
-    "pixelcnn": (
-        "python train.py --config=configs/pixelcnn.py:{ds} --workdir=runs/table/pixelcnn_{ds} "
-        "--config.first_stage.workdir=runs/table/vqvae_{ds} --config.train.num_steps=600"
-    ),
-}
+import harness
 
-# (label, eval json stem, training runs, eval flags); {ds} is the data set.
+# Training runs, by name: (config file, its argument, train.py flags); {ds} is the data set.
+TRAIN = {
+    "vae": ("vae", "{ds},demo", ""),
+    "diffusion": ("diffusion", "{ds},demo,cond", ""),
+    "vqvae": ("vqvae", "{ds}", "--config.train.num_steps=600"),
+    "dcgan": ("gan", "{ds}", "--config.train.num_steps=5000"),
+    "wgan_gp": ("gan", "{ds},wgan_gp", "--config.train.num_steps=2000"),
+    "pixelcnn": ("pixelcnn", "{ds}", "--config.train.num_steps=600"),
+}
+FIRST_STAGE = {"pixelcnn": "vqvae"}  # a prior's tokenizer run
+
+# (label, eval json stem, training runs, eval flags, samples); {ds} is the data set and {runs}
+# the folder of the runs.
 ROWS = [
-    ("reference: training images", "ref_train_{ds}", [], "--reference=train --dataset={ds}"),
-    ("reference: uniform noise", "ref_noise_{ds}", [], "--reference=noise --dataset={ds}"),
-    ("VAE (demo)", "vae_{ds}", ["vae"], "--workdir=runs/table/vae_{ds}"),
-    (
-        "VQ-VAE reconstructions",
-        "vqvae_{ds}",
-        ["vqvae"],
-        "--workdir=runs/table/vqvae_{ds}",
-    ),
+    ("reference: training images", "ref_train_{ds}", [], "--reference=train --dataset={ds}", 0),
+    ("reference: uniform noise", "ref_noise_{ds}", [], "--reference=noise --dataset={ds}", 0),
+    ("VAE (demo)", "vae_{ds}", ["vae"], "--workdir={runs}/vae_{ds}", 0),
+    ("VQ-VAE reconstructions", "vqvae_{ds}", ["vqvae"], "--workdir={runs}/vqvae_{ds}", 0),
     (
         "VQ-VAE + PixelCNN prior",
         "pixelcnn_{ds}",
         ["vqvae", "pixelcnn"],
-        "--workdir=runs/table/pixelcnn_{ds} --num=2000",
+        "--workdir={runs}/pixelcnn_{ds}",
+        2000,
     ),
-    ("DCGAN", "dcgan_{ds}", ["dcgan"], "--workdir=runs/table/dcgan_{ds}"),
-    ("WGAN-GP", "wgan_gp_{ds}", ["wgan_gp"], "--workdir=runs/table/wgan_gp_{ds}"),
+    ("DCGAN", "dcgan_{ds}", ["dcgan"], "--workdir={runs}/dcgan_{ds}", 0),
+    ("WGAN-GP", "wgan_gp_{ds}", ["wgan_gp"], "--workdir={runs}/wgan_gp_{ds}", 0),
 ]
 for n in (10, 20, 50):
     ROWS.append(
@@ -73,7 +59,8 @@ for n in (10, 20, 50):
             f"diffusion (demo, cond), DPM-Solver++ NFE {n}",
             f"diff_{{ds}}_dpmpp_{n}",
             ["diffusion"],
-            f"--workdir=runs/table/diffusion_{{ds}} --solver=dpm_solver++ --steps={n} --num=1000",
+            f"--workdir={{runs}}/diffusion_{{ds}} --solver=dpm_solver++ --steps={n}",
+            1000,
         )
     )
 ROWS += [
@@ -81,14 +68,15 @@ ROWS += [
         "diffusion (demo, cond), DPM-Solver++ NFE 50, 100 samples",
         "diff_{ds}_dpmpp_50_n100",
         ["diffusion"],
-        "--workdir=runs/table/diffusion_{ds} --solver=dpm_solver++ --steps=50 --num=100 "
-        "--batch=100",
+        "--workdir={runs}/diffusion_{ds} --solver=dpm_solver++ --steps=50 --batch=100",
+        100,
     ),
     (
         "diffusion (demo, cond), DDPM NFE 1000, 100 samples",
         "diff_{ds}_ddpm_1000",
         ["diffusion"],
-        "--workdir=runs/table/diffusion_{ds} --solver=ddpm --steps=1000 --num=100 --batch=100",
+        "--workdir={runs}/diffusion_{ds} --solver=ddpm --steps=1000 --batch=100",
+        100,
     ),
 ]
 for w in (0, 1, 2, 3, 5):
@@ -97,23 +85,15 @@ for w in (0, 1, 2, 3, 5):
             f"diffusion (demo, cond), CFG w={w}, NFE 20",
             f"diff_{{ds}}_cfg_{w}",
             ["diffusion"],
-            f"--workdir=runs/table/diffusion_{{ds}} --solver=dpm_solver++ --steps=20 "
-            f"--guidance=cfg --scale={w} --num=500",
+            f"--workdir={{runs}}/diffusion_{{ds}} --solver=dpm_solver++ --steps=20 "
+            f"--guidance=cfg --scale={w}",
+            500,
         )
     )
+# --quick: the rows that cover each kind of plumbing (a reference, a run, a sampler's flags).
+QUICK_STEMS = ("ref_noise_{ds}", "vae_{ds}", "diff_{ds}_dpmpp_10")
 
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
-
-
-def _train_info(workdir: str) -> tuple[int, float]:
-    """(steps, wall seconds) of a training run, from its metrics.jsonl."""
-    steps, wall = 0, 0.0
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        for line in f:
-            row = json.loads(line)
-            steps = max(steps, int(row.get("step", 0)))
-            wall = max(wall, float(row.get("time", 0.0)))
-    return steps, wall
 
 
 def _fmt(value, digits=3):
@@ -137,7 +117,17 @@ def previous_rows(path: str) -> dict:
     return rows
 
 
-def build(evals: str, previous: dict | None = None) -> tuple[str, list[str], dict]:
+def _rows(datasets, quick: bool):
+    """``(data set, row)`` of the table, in order; ``--quick`` keeps ``QUICK_STEMS``."""
+    for ds in datasets:
+        for row in ROWS:
+            if not quick or row[1] in QUICK_STEMS:
+                yield ds, row
+
+
+def build(
+    where: harness.Runs, datasets, previous: dict | None = None
+) -> tuple[str, list[str], dict]:
     lines, missing, loaded = [], [], {}
     previous = previous or {}
     header = (
@@ -145,43 +135,52 @@ def build(evals: str, previous: dict | None = None) -> tuple[str, list[str], dic
         "| train steps | train wall |"
     )
     lines += [header, "|" + "---|" * 12]
-    for ds, name in DATASETS.items():
-        for label, stem, runs, _ in ROWS:
-            path = os.path.join(evals, stem.format(ds=ds) + ".json")
-            if not os.path.exists(path):
-                if (name, label) in previous:
-                    lines.append(previous[(name, label)])
-                else:
-                    missing.append(path)
-                continue
-            with open(path) as f:
-                out = json.load(f)
-            loaded[(ds, stem)] = out
-            m = out["metrics"]
-            nll = ""
-            if "nll_iwae" in m:
-                nll = f"{m['nll_iwae']:.1f} nats"
-            elif "nll_bits" in m:
-                nll = f"{m['nll_bits']:.2f} bits/code"
-            steps, walls = [], []
-            for run in runs:
-                s, w = _train_info(f"runs/table/{run}_{ds}")
-                steps.append(str(s))
-                walls.append(f"{w:.0f} s")
-            rate = out.get("samples_per_s")
-            lines.append(
-                f"| {name} | {label} | {_fmt(m['fd'])} | {_fmt(m['kid'])} "
-                f"| {_fmt(m.get('precision'), 2)} | {_fmt(m.get('recall'), 2)} | {nll} "
-                f"| {_fmt(m.get('class_accuracy'), 2)} | {out['num_samples']} "
-                f"| {_fmt(rate) if rate else ''} | {' + '.join(steps)} | {' + '.join(walls)} |"
-            )
+    for ds, (label, stem, runs, _, _) in _rows(datasets, where.quick):
+        name = DATASETS[ds]
+        path = where.eval_json(stem.format(ds=ds))
+        if not os.path.exists(path):
+            if (name, label) in previous:
+                lines.append(previous[(name, label)])
+            else:
+                missing.append(path)
+            continue
+        with open(path) as f:
+            out = json.load(f)
+        loaded[(ds, stem)] = out
+        m = out["metrics"]
+        nll = ""
+        if "nll_iwae" in m:
+            nll = f"{m['nll_iwae']:.1f} nats"
+        elif "nll_bits" in m:
+            nll = f"{m['nll_bits']:.2f} bits/code"
+        steps, walls = [], []
+        for run in runs:
+            s, w = harness.train_info(where.workdir(f"{run}_{ds}"))
+            steps.append(str(s))
+            walls.append(f"{w:.0f} s")
+        rate = out.get("samples_per_s")
+        lines.append(
+            f"| {name} | {label} | {_fmt(m['fd'])} | {_fmt(m['kid'])} "
+            f"| {_fmt(m.get('precision'), 2)} | {_fmt(m.get('recall'), 2)} | {nll} "
+            f"| {_fmt(m.get('class_accuracy'), 2)} | {out['num_samples']} "
+            f"| {_fmt(rate) if rate else ''} | {' + '.join(steps)} | {' + '.join(walls)} |"
+        )
     return "\n".join(lines), missing, loaded
+
+
+def train_command(run: str, ds: str, runs: str = "runs/table") -> str:
+    config, arg, flags = TRAIN[run]
+    if run in FIRST_STAGE:
+        flags = f"--config.first_stage.workdir={runs}/{FIRST_STAGE[run]}_{ds} {flags}"
+    workdir = f"{runs}/{run}_{ds}"
+    return f"python train.py {harness.config_flag(config, arg)} --workdir={workdir} {flags}".strip()
 
 
 def commands() -> str:
     out = []
-    for label, _, runs, flags in ROWS:
-        train = "; ".join(TRAIN[r] for r in runs)
+    for label, _, runs, flags, num in ROWS:
+        train = "; ".join(train_command(r, "{ds}") for r in runs)
+        flags = flags.format(runs="runs/table", ds="{ds}") + (f" --num={num}" if num else "")
         out.append(f"- {label}: `{train + '; ' if train else ''}python -m jaxgen.eval {flags}`")
     return "\n".join(out)
 
@@ -227,58 +226,54 @@ def plots(loaded: dict, folder: str) -> list[str]:
     return written
 
 
-def _finished(workdir: str) -> bool:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        lines = [line for line in f if line.strip()]
-    return bool(lines) and json.loads(lines[-1]).get("split") == "eval"
-
-
-def run_missing(evals: str, datasets, skip, previous: dict) -> None:
-    """Train and evaluate every row of ``datasets`` that neither ``evals`` nor the previous
+def run_missing(where: harness.Runs, datasets, skip, previous: dict) -> None:
+    """Train and evaluate every row of ``datasets`` that neither ``where`` nor the previous
     table holds (see the module docstring)."""
-    os.makedirs(evals, exist_ok=True)
-    for ds in datasets:
-        for label, stem, runs, flags in ROWS:
-            stem = stem.format(ds=ds)
-            out = os.path.join(evals, stem + ".json")
-            if os.path.exists(out) or stem in skip or (DATASETS[ds], label) in previous:
-                continue
-            for run in runs:
-                if not _finished(f"runs/table/{run}_{ds}"):
-                    _call(TRAIN[run].format(ds=ds))
-            _call(f"python -m jaxgen.eval {flags.format(ds=ds)} --out={out}")
-
-
-def _call(command: str) -> None:
-    args = shlex.split(command)
-    args[0] = sys.executable
-    print("+", command, flush=True)
-    subprocess.run(args, check=True)
+    for ds, (label, stem, runs, flags, num) in _rows(datasets, where.quick):
+        stem = stem.format(ds=ds)
+        if os.path.exists(where.eval_json(stem)) or stem in skip:
+            continue
+        if (DATASETS[ds], label) in previous:
+            continue
+        for run in runs:
+            config, arg, train_flags = TRAIN[run]
+            first = FIRST_STAGE.get(run)
+            where.train(
+                f"{run}_{ds}",
+                config,
+                arg.format(ds=ds),
+                train_flags,
+                first_stage=where.workdir(f"{first}_{ds}") if first else "",
+            )
+        where.evaluate(stem, flags.format(runs=where.root, ds=ds), ds, num=num or None)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--evals", default="runs/table/evals")
-    ap.add_argument("--out", default="bench/results/eval_table.md")
-    ap.add_argument("--plots", default="docs/images")
+    ap = harness.parser(__doc__)
     ap.add_argument("--run", action="store_true", help="produce the missing rows first")
-    ap.add_argument("--datasets", default=",".join(DATASETS), help="with --run")
+    ap.add_argument("--datasets", default=None, help=f"default: {','.join(DATASETS)}")
     ap.add_argument("--skip", default="", help="with --run: row stems to leave out")
     args = ap.parse_args(argv)
-    previous = previous_rows(args.out)
+    os.chdir(harness.ROOT)
+    where = harness.Runs.for_driver("table", args.quick)
+    datasets = (args.datasets or ("mnist" if args.quick else ",".join(DATASETS))).split(",")
+    out = harness.out_path(args, "eval_table")
+    previous = previous_rows(out)
     if args.run:
-        run_missing(args.evals, args.datasets.split(","), set(args.skip.split(",")), previous)
-    table, missing, loaded = build(args.evals, previous)
-    with open(args.out, "w") as f:
-        f.write("# Results table (python bench/eval_table.py)\n\n")
-        f.write(table + "\n\nCommands (`{ds}`: mnist or fashion_mnist):\n\n" + commands() + "\n")
-        if missing:
-            f.write("\nNot measured yet: " + ", ".join(os.path.basename(m) for m in missing) + "\n")
+        run_missing(where, datasets, set(args.skip.split(",")), previous)
+    # The table holds every data set (rows of others come from the previous table); --quick's
+    # only its own.
+    table, missing, loaded = build(where, datasets if args.quick else list(DATASETS), previous)
+    text = "# Results table (python bench/eval_table.py)\n\n"
+    text += table + "\n\nCommands (`{ds}`: mnist or fashion_mnist):\n\n" + commands() + "\n"
+    if missing:
+        text += "\nNot measured yet: " + ", ".join(os.path.basename(m) for m in missing) + "\n"
+    figures = {f"{ds}/{stem.format(ds=ds)}": e for (ds, stem), e in loaded.items()}
+    harness.write_results(out, text, {"evals": figures, "missing": missing})
     print(table)
-    for path in plots(loaded, args.plots):
+    print("wrote", out)
+    os.makedirs(where.images, exist_ok=True)
+    for path in plots(loaded, where.images):
         print("wrote", path)
     if missing:
         print(f"{len(missing)} rows missing", file=sys.stderr)

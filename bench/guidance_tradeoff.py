@@ -5,6 +5,7 @@ they keep, as the guidance scale grows.
         --evaluator runs/clf_fashion_clean [--classifier runs/clf_fashion_noisy] \
         [--cfg-scales 0,1,2,3,5,7.5] [--clf-scales 0,1,2,4,8] [--per-class 50] [--steps 20] \
         [--name fashion_mnist] [--save-samples runs/guidance_fashion]
+    python bench/guidance_tradeoff.py --quick   # a tiny run and evaluator, in $BENCH_QUICK_DIR
 
 For each scale it draws ``--per-class`` samples of every class with DPM-Solver++ 2M (``--steps``
 model calls; CFG batches cond and uncond into each call), from one compiled sampler whose scale
@@ -15,7 +16,8 @@ is an input. An evaluator classifier trained on clean images (not the guiding on
   class, averaged over classes (``jaxgen.eval``); the same figure for as many real test images
   per class is given for reference.
 
-Writes ``bench/results/guidance_<name>.md`` (the table), ``docs/images/guidance_<name>.png``
+Writes ``bench/results/guidance_<name>.md`` (the table; its figures in ``.json``),
+``docs/images/guidance_<name>.png``
 (accuracy and diversity against scale, when matplotlib is installed) and a sample grid per
 guidance kind at the scale nearest 3, the smaller of two equally near
 (``docs/images/guidance_<name>_<kind>.png``).
@@ -23,22 +25,18 @@ guidance kind at the scale nearest 3, the smaller of two equally near
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 
+import harness
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from jaxgen.data import load_splits  # noqa: E402
-from jaxgen.engine import loop  # noqa: E402
-from jaxgen.engine.images import save_grid  # noqa: E402
-from jaxgen.eval import Evaluator, class_accuracy, within_class_diversity  # noqa: E402
+from jaxgen.data import load_splits
+from jaxgen.engine import loop
+from jaxgen.engine.images import save_grid
+from jaxgen.eval import Evaluator, class_accuracy, within_class_diversity
 
 
 def _floats(text):
@@ -74,10 +72,10 @@ def sweep(setup, state, kind, scales, labels, steps, classifier=None, seed=0):
     return out
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--workdir", required=True, help="a class-conditional diffusion run (CFG)")
-    ap.add_argument("--evaluator", required=True, help="a clean classifier run (:clean)")
+def main(argv=None):
+    ap = harness.parser(__doc__)
+    ap.add_argument("--workdir", help="a class-conditional diffusion run (CFG)")
+    ap.add_argument("--evaluator", help="a clean classifier run (:clean)")
     ap.add_argument("--classifier", default=None, help="a noise-aware classifier run")
     ap.add_argument("--cfg-scales", default="0,1,2,3,5,7.5")
     ap.add_argument("--clf-scales", default="0,1,2,4,8")
@@ -89,7 +87,18 @@ def main():
         default=None,
         help="folder for <kind>_<scale>.npz of every sweep point (images, labels), for rescoring",
     )
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    image_dir = os.path.join(harness.ROOT, "docs", "images")
+    if args.quick:
+        where = harness.Runs.for_driver("guidance", quick=True)
+        os.chdir(harness.ROOT)
+        args.workdir = where.train("diffusion_mnist", "diffusion", "mnist,demo,cond")
+        args.evaluator = where.evaluator("mnist")
+        args.classifier, args.name = None, "mnist"
+        image_dir = os.path.dirname(where.image("guidance"))
+        args.cfg_scales, args.per_class, args.steps = "0,3", 2, 4
+    elif not (args.workdir and args.evaluator):
+        ap.error("--workdir and --evaluator are required (or --quick)")
 
     setup, state = loop.restore_for_inference(args.workdir)
     ev_setup, ev_state = loop.restore_for_inference(args.evaluator)
@@ -133,7 +142,7 @@ def main():
         show = samples[w_show].reshape(k, args.per_class, *samples[w_show].shape[1:])[:, :10]
         save_grid(
             show.reshape(-1, *show.shape[2:]),
-            os.path.join(ROOT, "docs", "images", f"guidance_{args.name}_{kind}.png"),
+            os.path.join(image_dir, f"guidance_{args.name}_{kind}.png"),
             show.shape[1],
         )
 
@@ -155,11 +164,16 @@ def main():
     ]
     lines += [f"| {kind} | {w:g} | {100 * acc:.1f}% | {div:.3f} |" for kind, w, acc, div in rows]
     lines += [f"| real test images | | {100 * real_acc:.1f}% | {real_div:.3f} |", ""]
-    out = os.path.join(ROOT, "bench", "results", f"guidance_{args.name}.md")
-    with open(out, "w") as f:
-        f.write("\n".join(lines))
+    out = harness.out_path(args, f"guidance_{args.name}")
+    figures = {
+        "rows": [{"guidance": k, "scale": w, "accuracy": a, "diversity": d} for k, w, a, d in rows],
+        "real": {"accuracy": real_acc, "diversity": real_div},
+        "diffusion_step": int(state.step),
+    }
+    harness.write_results(out, "\n".join(lines), figures)
     print("\n".join(lines))
-    _plot(curves, real_div, os.path.join(ROOT, "docs", "images", f"guidance_{args.name}.png"))
+    print("wrote", out)
+    _plot(curves, real_div, os.path.join(image_dir, f"guidance_{args.name}.png"))
 
 
 def _plot(curves, real_div, path):

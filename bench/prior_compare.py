@@ -2,6 +2,7 @@
 
     python bench/prior_compare.py --run [--datasets fashion_mnist,mnist] [--tokenizers vqvae,vqgan]
     python bench/prior_compare.py                   # the table from finished runs
+    python bench/prior_compare.py --run --quick     # tiny runs (after vqgan_compare.py --quick)
 
 The tokenizers are those of ``bench/vqgan_compare.py`` (``runs/vqgan_compare/<tok>_<ds>``: the
 VQ-VAE and the full VQ-GAN, 600 steps of batch 32 each; run that first). Over each, three
@@ -12,81 +13,47 @@ class-conditional priors train for 600 steps of batch 64
 precision, recall, class accuracy; the test NLL in bits per code for the two
 autoregressive priors) with its default sampler: PixelCNN and GPT at temperature 1, MaskGIT in
 12 steps. Grids: ``docs/images/prior_<prior>_<tok>_<ds>.png``, one row per class. Table:
-``bench/results/prior_compare.md``.
+``bench/results/prior_compare.md`` (figures: ``.json``). ``--quick``: MNIST and the VQ-VAE only,
+every run tiny, everything under ``$BENCH_QUICK_DIR``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shlex
-import subprocess
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUNS = os.path.join("runs", "prior_compare")
+import harness
+import vqgan_compare
+
 PRIORS = {"pixelcnn": "PixelCNN", "gpt": "GPT", "maskgit": "MaskGIT (12 steps)"}
 TOKENIZERS = {"vqvae": "VQ-VAE", "vqgan": "VQ-GAN"}
 DATASETS = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST"}
 
 
-def _workdir(prior, tok, ds):
-    return os.path.join(RUNS, f"{prior}_{tok}_{ds}")
-
-
-def _eval_json(prior, tok, ds):
-    return os.path.join(RUNS, "evals", f"{prior}_{tok}_{ds}.json")
-
-
-def _rows(workdir):
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _finished(workdir):
-    rows = _rows(workdir)
-    return bool(rows) and rows[-1].get("split") == "eval"
-
-
-def _call(command):
-    args = shlex.split(command)
-    args[0] = sys.executable
-    print("+", command, flush=True)
-    subprocess.run(args, check=True, cwd=ROOT)
-
-
-def run_missing(datasets, tokenizers):
+def run_missing(where: harness.Runs, datasets, tokenizers) -> None:
+    tokenizer_runs = vqgan_compare.runs(where.quick)
     for ds in datasets:
         for tok in tokenizers:
-            first = os.path.join("runs", "vqgan_compare", f"{tok}_{ds}")
-            if not _finished(first):
+            first = tokenizer_runs.workdir(f"{tok}_{ds}")
+            if not harness.finished(first):
+                quick = " --quick" if where.quick else ""
                 raise SystemExit(
-                    f"{first} is not a finished run: python bench/vqgan_compare.py --run"
+                    f"{first} is not a finished run: python bench/vqgan_compare.py --run{quick}"
                 )
             for prior in PRIORS:
-                workdir = _workdir(prior, tok, ds)
-                if not _finished(workdir):
-                    _call(
-                        f"python train.py --config=configs/{prior}.py:{ds},cond "
-                        f"--workdir={workdir} --config.first_stage.workdir={first} "
-                        "--config.train.num_steps=600 --config.train.checkpoint_every=300"
-                    )
-                out = _eval_json(prior, tok, ds)
-                if not os.path.exists(out):
-                    os.makedirs(os.path.dirname(out), exist_ok=True)
-                    _call(f"python -m jaxgen.eval --workdir={workdir} --num=2000 --out={out}")
-                grid = os.path.join("docs", "images", f"prior_{prior}_{tok}_{ds}.png")
-                if not os.path.exists(grid):
-                    _call(
-                        f"python sample.py --workdir={workdir} --class=all --num=100 --out={grid}"
-                    )
+                name = f"{prior}_{tok}_{ds}"
+                workdir = where.train(
+                    name,
+                    prior,
+                    f"{ds},cond",
+                    "--config.train.num_steps=600 --config.train.checkpoint_every=300",
+                    first_stage=first,
+                )
+                where.evaluate(name, f"--workdir={workdir}", ds, num=2000)
+                where.sample_grid(workdir, f"prior_{name}.png", "--class=all --num=100")
 
 
-def table(datasets, tokenizers):
+def table(where: harness.Runs, datasets, tokenizers) -> tuple[str, list[dict]]:
     lines = [
         "# Priors over the same codes: PixelCNN, GPT and MaskGIT",
         "",
@@ -97,18 +64,21 @@ def table(datasets, tokenizers):
         "| class accuracy | samples/s | train s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    figures = []
     for ds in datasets:
         for tok in tokenizers:
             for prior, label in PRIORS.items():
-                path = _eval_json(prior, tok, ds)
+                name = f"{prior}_{tok}_{ds}"
+                path = where.eval_json(name)
                 if not os.path.exists(path):
                     continue
                 with open(path) as f:
                     e = json.load(f)
                 m = e["metrics"]
-                rows = _rows(_workdir(prior, tok, ds))
+                rows = harness.metrics_rows(where.workdir(name))
                 nll = rows[-1].get("nll_bits") if rows else None
-                wall = max((float(r.get("time", 0.0)) for r in rows), default=0.0)
+                _, wall = harness.train_info(where.workdir(name))
+                figures.append({"run": name, "nll_bits": nll, "train_s": wall, "eval": e})
                 lines.append(
                     f"| {DATASETS[ds]} | {TOKENIZERS[tok]} | {label} "
                     f"| {'' if nll is None else f'{nll:.3f}'} | {m['fd']:.1f} | {m['kid']:.3f} "
@@ -116,19 +86,19 @@ def table(datasets, tokenizers):
                     f"| {100 * m.get('class_accuracy', float('nan')):.1f}% "
                     f"| {e.get('samples_per_s', float('nan')):.1f} | {wall:.0f} |"
                 )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n", figures
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> None:
+    ap = harness.parser(__doc__)
     ap.add_argument("--run", action="store_true", help="train and evaluate what is missing")
-    ap.add_argument("--datasets", default=",".join(DATASETS))
-    ap.add_argument("--tokenizers", default=",".join(TOKENIZERS))
-    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "prior_compare.md"))
-    args = ap.parse_args()
-    os.chdir(ROOT)
-    datasets = [d for d in args.datasets.split(",") if d]
-    tokenizers = [t for t in args.tokenizers.split(",") if t]
+    ap.add_argument("--datasets", default=None, help=f"default: {','.join(DATASETS)}")
+    ap.add_argument("--tokenizers", default=None, help=f"default: {','.join(TOKENIZERS)}")
+    args = ap.parse_args(argv)
+    os.chdir(harness.ROOT)
+    where = harness.Runs.for_driver("prior_compare", args.quick)
+    datasets = (args.datasets or ("mnist" if args.quick else ",".join(DATASETS))).split(",")
+    tokenizers = (args.tokenizers or ("vqvae" if args.quick else ",".join(TOKENIZERS))).split(",")
     for value, known, flag in (
         (datasets, DATASETS, "--datasets"),
         (tokenizers, TOKENIZERS, "--tokenizers"),
@@ -137,11 +107,12 @@ def main():
             if v not in known:
                 raise SystemExit(f"{flag}: {v!r} is not one of {sorted(known)}")
     if args.run:
-        run_missing(datasets, tokenizers)
-    text = table(datasets, tokenizers)
-    with open(args.out, "w") as f:
-        f.write(text)
+        run_missing(where, datasets, tokenizers)
+    text, figures = table(where, datasets, tokenizers)
+    out = harness.out_path(args, "prior_compare")
+    harness.write_results(out, text, figures)
     print(text)
+    print("wrote", out)
 
 
 if __name__ == "__main__":

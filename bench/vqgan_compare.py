@@ -2,6 +2,7 @@
 
     python bench/vqgan_compare.py --run [--datasets fashion_mnist,mnist]  # train what is missing
     python bench/vqgan_compare.py                                         # table from the runs
+    python bench/vqgan_compare.py --run --quick   # tiny runs of MNIST, all under $BENCH_QUICK_DIR
 
 Three tokenizers per data set, each with K = 512 codes of D = 64 on a 7x7 grid, trained for the
 same 600 steps of batch 32 (``runs/vqgan_compare/<model>_<data set>``):
@@ -17,81 +18,50 @@ the codes those images use and their perplexity (the run's final eval); and the 
 FD, KID, precision and recall against the test set on the evaluator's features, from
 ``python -m jaxgen.eval --workdir=... --num=10000`` (its reconstructions of the 10,000 test
 images). Pictures: ``docs/images/vqgan_compare_<ds>.png``, test images then each model's
-reconstructions. Table: ``bench/results/vqgan_compare.md``.
+reconstructions. Table: ``bench/results/vqgan_compare.md`` (figures: ``.json``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shlex
-import subprocess
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUNS = os.path.join("runs", "vqgan_compare")
-MODELS = {  # name: (label, train.py flags)
+import harness
+import numpy as np
+
+MODELS = {  # name: (label, config file, its argument, train.py flags)
     "vqvae": (
         "VQ-VAE (MSE)",
-        "--config=configs/vqvae.py:{ds} --config.train.batch_size=32 "
-        "--config.train.num_steps=600 --config.train.checkpoint_every=300 "
-        "--config.eval.final_num_examples=2000",
+        "vqvae",
+        "{ds}",
+        "--config.train.batch_size=32 --config.train.num_steps=600 "
+        "--config.train.checkpoint_every=300 --config.eval.final_num_examples=2000",
     ),
-    "noadv": ("VQ-GAN without adversary (L1 + LPIPS)", "--config=configs/vqgan.py:{ds},demo,noadv"),
-    "vqgan": ("VQ-GAN (L1 + LPIPS + PatchGAN)", "--config=configs/vqgan.py:{ds},demo"),
+    "noadv": ("VQ-GAN without adversary (L1 + LPIPS)", "vqgan", "{ds},demo,noadv", ""),
+    "vqgan": ("VQ-GAN (L1 + LPIPS + PatchGAN)", "vqgan", "{ds},demo", ""),
 }
 DATASETS = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST"}
 NUM_SCORED = 2_000
 SHOWN = 12
 
 
-def _workdir(model: str, ds: str) -> str:
-    return os.path.join(RUNS, f"{model}_{ds}")
+def runs(quick: bool = False) -> harness.Runs:
+    """This driver's runs (``bench/prior_compare.py`` trains its priors over them)."""
+    return harness.Runs.for_driver("vqgan_compare", quick)
 
 
-def _eval_json(model: str, ds: str) -> str:
-    return os.path.join(RUNS, "evals", f"{model}_{ds}.json")
-
-
-def _rows(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _finished(workdir: str) -> bool:
-    rows = _rows(workdir)
-    return bool(rows) and rows[-1].get("split") == "eval"
-
-
-def _call(command: str) -> None:
-    args = shlex.split(command)
-    args[0] = sys.executable
-    print("+", command, flush=True)
-    subprocess.run(args, check=True, cwd=ROOT)
-
-
-def run_missing(datasets) -> None:
+def run_missing(where: harness.Runs, datasets) -> None:
     for ds in datasets:
-        for model, (_, flags) in MODELS.items():
-            workdir = _workdir(model, ds)
-            if not _finished(workdir):
-                _call(f"python train.py {flags.format(ds=ds)} --workdir={workdir}")
-            out = _eval_json(model, ds)
-            if not os.path.exists(out):
-                os.makedirs(os.path.dirname(out), exist_ok=True)
-                _call(f"python -m jaxgen.eval --workdir={workdir} --num=10000 --out={out}")
+        for model, (_, config, arg, flags) in MODELS.items():
+            workdir = where.train(f"{model}_{ds}", config, arg.format(ds=ds), flags)
+            where.evaluate(f"{model}_{ds}", f"--workdir={workdir}", ds, num=10_000)
 
 
-def score(ds: str):
-    """PSNR and LPIPS of every finished model's reconstructions of the first ``NUM_SCORED``
-    test images, and the picture. Returns ``{model: figures}``."""
+def score(where: harness.Runs, ds: str, num: int = NUM_SCORED):
+    """PSNR and LPIPS of every finished model's reconstructions of the first ``num`` test
+    images, and the picture. Returns ``{model: figures}``."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     from jaxgen.data import load_splits
     from jaxgen.engine import loop, sampling
@@ -103,16 +73,16 @@ def score(ds: str):
     distance = jax.jit(lambda a, b: lpips.lpips(vgg, a, b, resize=32))
     figures, shown, originals = {}, [], None
     for model in MODELS:
-        workdir = _workdir(model, ds)
-        if not _finished(workdir):
+        workdir = where.workdir(f"{model}_{ds}")
+        if not harness.finished(workdir):
             continue
         setup, state = loop.restore_for_inference(workdir)
         if originals is None:
             _, test = load_splits(setup.config.data)
-            originals = test.get(np.arange(NUM_SCORED))["image"]
+            originals = test.get(np.arange(num))["image"]
             x = originals.astype(np.float32) / 255.0
             shown.append(x[:SHOWN])
-        chunks = range(0, NUM_SCORED, 500)
+        chunks = range(0, num, 500)
         recon = np.concatenate(
             [sampling.reconstruct(setup, state, originals[i : i + 500]) for i in chunks]
         )
@@ -120,10 +90,10 @@ def score(ds: str):
         d = np.concatenate(
             [
                 np.asarray(distance(jnp.asarray(recon[i : i + 250]), jnp.asarray(x[i : i + 250])))
-                for i in range(0, NUM_SCORED, 250)
+                for i in range(0, num, 250)
             ]
         )
-        rows = _rows(workdir)
+        rows = harness.metrics_rows(workdir)
         final = rows[-1]
         train = [r for r in rows if r.get("split") == "train"]
         figures[model] = {
@@ -135,15 +105,15 @@ def score(ds: str):
             "wall_s": max(float(r.get("time", 0.0)) for r in rows),
             "last_train": train[-1] if train else {},
         }
-        path = _eval_json(model, ds)
+        path = where.eval_json(f"{model}_{ds}")
         if os.path.exists(path):
             with open(path) as f:
                 figures[model]["recon"] = json.load(f)["metrics"]
         shown.append(recon[:SHOWN])
     if shown:
-        picture = os.path.join(ROOT, "docs", "images", f"vqgan_compare_{ds}.png")
-        save_grid(np.concatenate(shown), picture, ncol=SHOWN)
-        figures["picture"] = os.path.relpath(picture, ROOT)
+        picture = where.image(f"vqgan_compare_{ds}.png")
+        save_grid(np.concatenate(shown), os.path.join(harness.ROOT, picture), ncol=SHOWN)
+        figures["picture"] = picture
     return figures
 
 
@@ -165,7 +135,7 @@ def table(results: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for ds, figures in results.items():
-        for model, (label, _) in MODELS.items():
+        for model, (label, *_) in MODELS.items():
             f = figures.get(model)
             if f is None:
                 continue
@@ -181,26 +151,25 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> None:
+    ap = harness.parser(__doc__)
     ap.add_argument("--run", action="store_true", help="train and evaluate what is missing")
-    ap.add_argument("--datasets", default=",".join(DATASETS))
-    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "vqgan_compare"))
-    args = ap.parse_args()
-    os.chdir(ROOT)
-    sys.path.insert(0, ROOT)
-    datasets = [d for d in args.datasets.split(",") if d]
+    ap.add_argument("--datasets", default=None, help=f"default: {','.join(DATASETS)}")
+    args = ap.parse_args(argv)
+    os.chdir(harness.ROOT)
+    where = runs(args.quick)
+    datasets = (args.datasets or ("mnist" if args.quick else ",".join(DATASETS))).split(",")
     for ds in datasets:
         if ds not in DATASETS:
             raise SystemExit(f"--datasets: {ds!r} is not one of {sorted(DATASETS)}")
     if args.run:
-        run_missing(datasets)
-    results = {ds: score(ds) for ds in datasets}
-    with open(args.out + ".json", "w") as f:
-        json.dump(results, f, indent=1)
-    with open(args.out + ".md", "w") as f:
-        f.write(table(results))
+        run_missing(where, datasets)
+    num = harness.QUICK_NUM if args.quick else NUM_SCORED
+    results = {ds: score(where, ds, num) for ds in datasets}
+    out = harness.out_path(args, "vqgan_compare")
+    harness.write_results(out, table(results), results)
     print(table(results))
+    print("wrote", out)
 
 
 if __name__ == "__main__":
