@@ -215,7 +215,7 @@ def _refuse_pickles(monkeypatch):
     def refuse(path):
         raise AssertionError(f"read the pickle {path} although a cache exists")
 
-    monkeypatch.setattr(L, "load_pickled_arrays", refuse)
+    monkeypatch.setattr(W, "load_pickled_arrays", refuse)
 
 
 def test_the_second_load_reads_the_cache_and_a_new_checkpoint_gets_its_own(

@@ -51,5 +51,5 @@ def save_grid(images: np.ndarray, path: str, ncol: int | None = None, scale: int
     if scale > 1:
         im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
     with atomic_path(path) as tmp:
-        im.save(tmp)
+        im.save(tmp, format="PNG")  # PNG also for a target whose name lacks ".png"
     return path
