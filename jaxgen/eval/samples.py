@@ -14,17 +14,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen.eval.evaluator import to_uint8
 from jaxgen.families import classifier
 
 
 def evaluator_outputs(config, params, images: np.ndarray, batch_size: int = 500):
-    """``(logits [N, K], features [N, F])`` of images in ``[0, 1]`` (float) or uint8."""
+    """``(logits [N, K], features [N, F])`` of images in ``[0, 1]`` (float, quantised to uint8
+    first, as ``Evaluator.outputs`` does) or uint8."""
     fn = jax.jit(classifier.features_fn(config, params))
     images = np.asarray(images)
     logits, feats = [], []
     for i in range(0, len(images), batch_size):
-        chunk = images[i : i + batch_size]
-        x = chunk.astype(np.float32) / 255.0 if chunk.dtype == np.uint8 else chunk
+        x = to_uint8(images[i : i + batch_size]).astype(np.float32) / 255.0
         x = jnp.asarray(x * 2.0 - 1.0, jnp.float32)
         out_logits, out_feats = fn(x, jnp.zeros((x.shape[0],), jnp.float32))
         logits.append(np.asarray(out_logits))
