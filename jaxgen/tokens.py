@@ -181,7 +181,8 @@ def maskgit_decode(
     ``logits_fn(tokens [B', length], labels [B']) -> [B', length, K]`` is the bidirectional
     model. Every step predicts all positions at once and draws a code for each masked one (at
     ``temperature``); its confidence is the drawn code's log-probability plus Gumbel noise
-    scaled by ``choice_temperature * (1 - t / steps)``; of the positions masked before the step,
+    scaled by ``choice_temperature * (1 - (t + 1) / steps)`` (the reference's ratio, the same as
+    the mask schedule's: 0 at the last step); of the positions masked before the step,
     the :func:`unmask_schedule` number with the lowest confidence stay masked and the rest keep
     their drawn code. Codes decided at an earlier step never change. ``scale`` guides as in
     :func:`sample_autoregressive`.
@@ -202,7 +203,7 @@ def maskgit_decode(
         drawn = jax.random.categorical(key_draw, logp).astype(jnp.int32)
         conf = jnp.take_along_axis(logp, drawn[..., None], axis=-1)[..., 0]
         noise = jax.random.gumbel(key_choice, conf.shape)
-        conf = conf + choice_temperature * (1.0 - t / steps) * noise
+        conf = conf + choice_temperature * (1.0 - (t + 1) / steps) * noise
         conf = jnp.where(masked, conf, jnp.inf)  # decided codes are never re-masked
         rank = jnp.argsort(jnp.argsort(conf, axis=-1), axis=-1)
         remask = rank < still_masked

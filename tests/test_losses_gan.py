@@ -138,3 +138,21 @@ def test_r1_is_the_mean_squared_input_gradient_on_real_data():
     quad = lambda x: jnp.sum(jnp.square(x), axis=-1)  # noqa: E731  grad 2x
     x = jnp.array([[1.0, 0.0], [0.0, 2.0]])
     np.testing.assert_allclose(L.r1_penalty(quad, x), (4.0 + 16.0) / 2, rtol=1e-6)
+
+
+def test_penalties_of_a_patch_map_do_not_grow_with_the_number_of_patches():
+    """A PatchGAN whose map repeats one logit P times is, to the losses (which average the
+    map), the same discriminator as that logit: R1 and the gradient penalty agree too."""
+    key = jax.random.PRNGKey(5)
+    real = jax.random.normal(jax.random.fold_in(key, 1), (6, 4, 4, 2))
+    fake = jax.random.normal(jax.random.fold_in(key, 2), (6, 4, 4, 2))
+    w = jax.random.normal(jax.random.fold_in(key, 3), (4, 4, 2))
+    one = _linear_critic(w)
+    for side in (1, 5):
+        patches = lambda x, s=side: jnp.broadcast_to(one(x)[:, None, None], (x.shape[0], s, s))  # noqa: E731
+        np.testing.assert_allclose(L.r1_penalty(patches, real), L.r1_penalty(one, real), rtol=1e-5)
+        np.testing.assert_allclose(
+            L.gradient_penalty(patches, real, fake, key)[0],
+            L.gradient_penalty(one, real, fake, key)[0],
+            rtol=1e-5,
+        )

@@ -180,6 +180,62 @@ def test_maskgit_decoding_unmasks_the_planned_number_and_never_changes_a_decided
     np.testing.assert_array_equal(codes, history[-1])
 
 
+def _reference_maskgit_decode(logits_fn, labels, length, rng, mask_id, steps, choice_temperature):
+    """A numpy port of the reference decoder (google-research/maskgit, ``decode``): after step
+    ``t`` (ratio ``r = (t + 1) / T``) the ``max(1, min(unknown - 1, floor(N cos(pi/2 r))))``
+    least confident of the still-masked codes are masked again, confidence being the drawn
+    code's log-probability plus Gumbel noise at ``choice_temperature (1 - r)``; the result is
+    the last step's draws. Its random numbers come from the keys ``maskgit_decode`` uses, so the
+    two see the same noise; every decision is made here."""
+    logits_fn = jax.jit(logits_fn)  # one compile, not one per eager op and step
+    codes = np.full((labels.shape[0], length), mask_id, np.int64)
+    history = []
+    for t in range(steps):
+        key_draw, key_choice = jax.random.split(jax.random.fold_in(rng, t))
+        logits = np.asarray(logits_fn(jnp.asarray(codes, jnp.int32), labels), np.float64)
+        logp = logits - logits.max(-1, keepdims=True)
+        logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
+        drawn = np.asarray(jax.random.categorical(key_draw, jnp.asarray(logp, jnp.float32)))
+        unknown = codes == mask_id
+        sampled = np.where(unknown, drawn, codes)
+        ratio = (t + 1) / steps
+        conf = np.take_along_axis(logp, sampled[..., None], -1)[..., 0]
+        conf = np.where(unknown, conf, np.inf)
+        noise = np.asarray(jax.random.gumbel(key_choice, conf.shape), np.float64)
+        conf = conf + choice_temperature * (1.0 - ratio) * noise
+        mask_len = np.floor(length * np.cos(np.pi / 2 * ratio))
+        mask_len = np.maximum(1, np.minimum(unknown.sum(-1, keepdims=True) - 1, mask_len))
+        cut = np.take_along_axis(np.sort(conf, -1), mask_len.astype(np.int64), -1)
+        codes = sampled if t == steps - 1 else np.where(conf < cut, mask_id, sampled)
+        history.append(codes)
+    return codes, np.stack(history)
+
+
+@pytest.mark.slow
+def test_maskgit_decoding_matches_a_port_of_the_reference_decoder():
+    # A stub network: fixed per-position logits plus a term that depends on the codes decided
+    # so far, loud enough that the drawn codes' log-probabilities differ by a few nats.
+    k, n, steps, b = 7, 16, 8, 12
+    table = 2.0 * jax.random.normal(jax.random.PRNGKey(0), (n, k))
+    mix = 1.5 * jax.random.normal(jax.random.PRNGKey(1), (k + 1, k))
+
+    def fn(codes, labels):
+        context = jax.nn.one_hot(codes, k + 1).mean(axis=1) @ mix
+        return table[None] + context[:, None, :] + 0.0 * labels[:, None, None]
+
+    labels = jnp.zeros((b,), jnp.int32)
+    rng = jax.random.PRNGKey(3)
+    # The reference's mask counts equal ours at these sizes (ours also keeps one per later step).
+    ref_counts = [math.floor(n * math.cos(math.pi / 2 * (t + 1) / steps)) for t in range(steps)]
+    assert tokens.unmask_schedule(n, steps)[:-1].tolist() == ref_counts[:-1]
+    codes, history = tokens.maskgit_decode(
+        fn, labels, n, rng, mask_id=k, steps=steps, choice_temperature=4.5, trace=True
+    )
+    want, want_history = _reference_maskgit_decode(fn, labels, n, rng, k, steps, 4.5)
+    np.testing.assert_array_equal(np.asarray(history), want_history)
+    np.testing.assert_array_equal(np.asarray(codes), want)
+
+
 def test_maskgit_training_masks_follow_the_cosine_rate_and_the_floor():
     mask = np.asarray(maskgit.random_mask(jax.random.PRNGKey(0), (4000, 49)))
     assert mask.sum(axis=1).min() >= 1

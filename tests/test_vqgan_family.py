@@ -13,6 +13,7 @@ from jaxgen import quantize as vq
 from jaxgen.errors import ConfigError
 from jaxgen.families import vqgan
 from jaxgen.losses import gan as gan_losses
+from jaxgen.nn.vqgan import PatchDiscriminator
 
 
 def _config(*variants, **vqgan_keys):
@@ -226,6 +227,40 @@ def test_patch_map_size_follows_the_number_of_layers():
         d = vqgan.build_discriminator(config)
         out = jax.eval_shape(lambda y, d=d: d.apply(d.init(jax.random.PRNGKey(0), y), y), x)
         assert out.shape == (2, side, side)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_patchgan_starts_as_taming_transformers(norm):
+    """Kernels N(0, 0.02), norm scales N(1, 0.02), biases 0 (taming's ``weights_init``)."""
+    d = PatchDiscriminator(channels=64, n_layers=2, norm=norm)
+    params = jax.jit(d.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 1)))["params"]
+    kernels, scales, biases = [], [], []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        name = jax.tree_util.keystr(path)
+        if name.startswith("['Conv"):
+            (kernels if "kernel" in name else biases).append(np.asarray(leaf))
+        else:
+            (scales if "scale" in name else biases).append(np.asarray(leaf))
+    assert len(kernels) == 4 and len(scales) == 2
+    for k in kernels[1:3]:  # 65k and 131k weights: the std within 2%
+        assert abs(k.mean()) < 1e-3 and k.std() == pytest.approx(0.02, rel=0.02)
+    for k in (kernels[0], kernels[-1]):  # 1k and 8k weights
+        assert k.std() == pytest.approx(0.02, rel=0.1)
+    for s in scales:  # 128 and 256 scales
+        assert abs(s.mean() - 1.0) < 0.01 and s.std() == pytest.approx(0.02, rel=0.2)
+    assert biases and all(not b.any() for b in biases)
+
+
+def test_when_selects_and_refuses_to_be_differentiated():
+    """On CPU ``_when`` computes both branches and selects; a derivative through it would be NaN
+    (0 * inf from the branch not taken), so it refuses one by name."""
+    sqrt_or_id = lambda x, p: vqgan._when(p, lambda: jnp.sqrt(x), lambda: x)  # noqa: E731
+    f = jax.jit(sqrt_or_id)
+    assert float(f(jnp.float32(4.0), jnp.asarray(True))) == 2.0
+    assert float(f(jnp.float32(-4.0), jnp.asarray(False))) == -4.0  # NaN branch not taken
+    with pytest.raises(TypeError, match="_when is not differentiable"):
+        jax.grad(sqrt_or_id)(jnp.float32(0.0), jnp.asarray(False))
 
 
 @pytest.mark.parametrize(

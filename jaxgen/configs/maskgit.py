@@ -41,7 +41,7 @@ def get_config(arg=None):
         min_mask_rate=0.0,  # masking rates below this are raised to it
         label_smoothing=0.1,
         steps=12,  # decoding steps T
-        choice_temperature=4.5,  # Gumbel noise on the confidences, annealed as (1 - t/T)
+        choice_temperature=4.5,  # Gumbel noise on the confidences, annealed as (1 - (t+1)/T)
     )
     common.schedule_28x28(c)
     if "tiny" in variants:

@@ -10,7 +10,8 @@ loss reaches the autoencoder from step 1,000 (``disc_weight`` 0.8, taming's valu
 Variants:
 - ``noadv``: no adversarial term (L1 + LPIPS only), to see what the PatchGAN buys;
 - ``r1``: MaskGIT's tokenizer recipe: a fixed adversarial weight 0.1 instead of the adaptive
-  one, a non-saturating loss and an R1 penalty (gamma 10) on a GroupNorm discriminator;
+  one, a non-saturating loss and an R1 penalty (gamma 10, on the gradient of the mean patch
+  logit: MaskGIT's strength on its one logit per image) on a GroupNorm discriminator;
 - ``loss``: the codebook learned by the VQ loss instead of EMA; ``norestart``: no restarts;
 - ``demo``: what the README's comparison trains on a 2-core CPU: a narrower network (widths
   16, 32, 64) and a short schedule (600 steps of batch 32; the discriminator from step 150,
@@ -73,7 +74,10 @@ def get_config(arg=None):
         adaptive=True,
         disc_start=500,  # the discriminator trains from this step
         adv_start=1_000,  # its loss reaches the autoencoder from this step (>= disc_start)
-        r1_gamma=0.0,  # R1 penalty gamma on real images (term gamma / 2 * E |grad D|^2)
+        # R1 penalty gamma on real images: gamma / 2 * E_b |grad_x mean_patches D(x_b)|^2, the
+        # gradient of the patch logits' mean (what the losses see), as strong as MaskGIT's
+        # recipe on one logit per image (of their sum it would be patches^2 = 625x stronger).
+        r1_gamma=0.0,
     )
     common.schedule_28x28(c)
     c.optimizer.b1, c.optimizer.b2 = 0.5, 0.9

@@ -31,6 +31,16 @@ REQUIRED_ACCURACY = {"mnist": 0.993, "fashion_mnist": 0.92}
 DISPLAY = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 
 
+def to_uint8(images) -> np.ndarray:
+    """Images as the data sets store them: uint8 kept, floats on ``[0, 1]`` to
+    ``round(255 clip(x, 0, 1))``. Generated images go through this before the evaluator, so
+    they are seen at the same 256 levels as the real ones and no finer detail tells them apart."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images
+    return np.round(np.clip(images.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
 def evaluator_root() -> str:
     return os.environ.get("JAXGEN_EVALUATORS", DEFAULT_ROOT)
 
@@ -86,7 +96,7 @@ def _final_accuracy(workdir: str) -> float | None:
 @dataclasses.dataclass
 class Evaluator:
     """A restored evaluator: ``outputs(images) -> (logits, features)`` for images in [0, 1]
-    (float) or uint8 ``[N, H, W, C]``, in batches."""
+    (float, quantised by ``to_uint8`` first) or uint8 ``[N, H, W, C]``, in batches."""
 
     workdir: str
     config: Any
@@ -136,9 +146,8 @@ class Evaluator:
         self.check_images(images, "the images")
         logits, feats = [], []
         for i in range(0, len(images), self.batch_size):
-            chunk = images[i : i + self.batch_size]
-            x = chunk.astype(np.float32) / 255.0 if chunk.dtype == np.uint8 else chunk
-            x = jnp.asarray(np.asarray(x, np.float32) * 2.0 - 1.0)
+            x = to_uint8(images[i : i + self.batch_size]).astype(np.float32) / 255.0
+            x = jnp.asarray(x * 2.0 - 1.0)
             out_logits, out_feats = self._fn(x, jnp.zeros((x.shape[0],), jnp.float32))
             logits.append(np.asarray(out_logits))
             feats.append(np.asarray(out_feats))

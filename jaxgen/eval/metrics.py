@@ -11,7 +11,8 @@ features"), not "FID", unless they are Inception-v3's.
   ``scipy.linalg.sqrtm``, whose versions have returned complex or wrong results).
 - ``kid``: the unbiased MMD^2 estimate with the kernel ``(x.y / d + 1)^3`` over random subsets
   (mean and standard deviation).
-- ``precision_recall``: Kynkaanniemi et al. 2019, k-nearest-neighbour balls in feature space.
+- ``precision_recall``: Kynkaanniemi et al. 2019, k-nearest-neighbour balls in feature space,
+  on two sets of the same size (``equal_sized`` subsamples the larger).
 """
 
 from __future__ import annotations
@@ -122,12 +123,34 @@ def _covered(points: np.ndarray, centres: np.ndarray, radii: np.ndarray, chunk: 
     return out
 
 
+def equal_sized(real, fake, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(real, fake)`` with the larger set replaced by a random subset (without replacement,
+    under ``seed``) of the smaller one's size."""
+    real, fake = np.asarray(real), np.asarray(fake)
+    n = min(len(real), len(fake))
+
+    def pick(x: np.ndarray) -> np.ndarray:
+        if len(x) == n:
+            return x
+        return x[np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))]
+
+    return pick(real), pick(fake)
+
+
 def precision_recall(real, fake, k: int = 3, chunk: int = 1024) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019): precision is the share of
     generated features inside the real manifold (the union of balls around each real feature
     reaching its ``k``-th nearest real neighbour), recall the share of real features inside the
-    generated manifold. Distances are computed ``chunk`` rows at a time."""
+    generated manifold. Distances are computed ``chunk`` rows at a time.
+
+    The two sets must be the same size: the balls' radii shrink as a set grows, so a larger set
+    would have a tighter manifold and the two figures would not compare (``equal_sized``)."""
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    if len(real) != len(fake):
+        raise ValueError(
+            f"precision/recall compare equal-sized sets, got {len(real)} real and {len(fake)} "
+            "generated features; subsample the larger (equal_sized)"
+        )
     if min(len(real), len(fake)) <= k:
         raise ValueError(f"precision/recall with k={k} needs more than {k} features in each set")
     real_radii = _kth_neighbour_radii(real, k, chunk)

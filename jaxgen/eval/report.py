@@ -21,7 +21,13 @@ import numpy as np
 from jaxgen.data import load_splits
 from jaxgen.errors import ConfigError
 from jaxgen.eval import evaluator as evaluator_lib
-from jaxgen.eval.metrics import FeatureStats, frechet_distance_of, kid, precision_recall
+from jaxgen.eval.metrics import (
+    FeatureStats,
+    equal_sized,
+    frechet_distance_of,
+    kid,
+    precision_recall,
+)
 from jaxgen.eval.samples import within_class_diversity
 
 
@@ -88,7 +94,8 @@ def test_reference(evaluator, data_config, settings: Settings) -> FeatureSink:
 
 
 def scores(real: FeatureSink, fake: FeatureSink, settings: Settings, prefix: str = "") -> dict:
-    """``fd``, ``kid`` (mean and std), ``precision``, ``recall`` and, for labelled images,
+    """``fd``, ``kid`` (mean and std), ``precision``, ``recall`` (the larger set of kept
+    features subsampled to the other's size, under ``settings.seed``) and, for labelled images,
     ``class_accuracy`` and ``within_class_diversity``, of ``fake`` against ``real``."""
     if fake.count < 2:
         raise ConfigError(f"the metrics need 2 or more images, got {fake.count}")
@@ -98,7 +105,10 @@ def scores(real: FeatureSink, fake: FeatureSink, settings: Settings, prefix: str
         rf, ff, settings.kid_subsets, settings.kid_subset_size, settings.seed
     )
     if min(len(rf), len(ff)) > settings.pr_k:
-        out["precision"], out["recall"] = precision_recall(rf, ff, settings.pr_k)
+        # Equal-sized sets (e.g. --num 2000 against 10,000 kept test features): the k-NN radii
+        # depend on a set's size.
+        pr_real, pr_fake = equal_sized(rf, ff, settings.seed)
+        out["precision"], out["recall"] = precision_recall(pr_real, pr_fake, settings.pr_k)
     if fake.labelled:
         out["class_accuracy"] = fake.correct / fake.labelled
         labels = np.concatenate(fake.labels)

@@ -16,7 +16,8 @@ the codes (MaskGIT defines none).
 Decoding (``jaxgen.tokens.maskgit_decode``): ``--steps`` (``maskgit.steps``, 12) parallel steps
 in one ``lax.scan``; after step ``t`` ``floor(N cos(pi/2 (t+1)/T))`` codes stay masked (at least
 one until the last step, at most one fewer than before); confidence is the drawn code's
-log-probability plus Gumbel noise at ``choice_temperature (1 - t/T)`` (4.5); CFG with ``--scale``.
+log-probability plus Gumbel noise at ``choice_temperature (1 - (t+1)/T)`` (4.5, the reference's
+annealing: no noise at the last step); CFG with ``--scale``.
 """
 
 from __future__ import annotations

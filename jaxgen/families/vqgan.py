@@ -20,7 +20,9 @@ batch ``x``:
        lambda = disc_weight * clip(|dL_rec/dW| / (|dL_adv/dW| + 1e-4), 0, 1e4)
 
    held constant (no gradient flows through it); ``vqgan.adaptive = False`` uses
-   ``lambda = disc_weight`` (MaskGIT's tokenizer, with an R1 penalty on the discriminator).
+   ``lambda = disc_weight`` (MaskGIT's tokenizer, with an R1 penalty on the discriminator:
+   ``r1_gamma / 2 * E |grad_x mean_patches D(x)|^2``, the gradient of the patch logits' mean,
+   so ``r1_gamma`` is as strong as MaskGIT's on one logit per image).
    Both gradients on ``W`` come from one forward pass: the network is run up to ``conv_out``
    under ``jax.vjp``, the two losses are differentiated with respect to the reconstruction, and
    the last layer's own vjp turns each into its ``dL/dW`` and ``dL/dh``; the weighted sum is then
@@ -267,16 +269,38 @@ def adaptive_weight(config, g_rec_w: jax.Array, g_adv_w: jax.Array) -> jax.Array
     return v.disc_weight * jax.lax.stop_gradient(jnp.clip(ratio, 0.0, ADAPTIVE_MAX))
 
 
+@jax.custom_jvp
+def _not_differentiable(x: jax.Array) -> jax.Array:
+    return x
+
+
+@_not_differentiable.defjvp
+def _refuse_jvp(primals, tangents):
+    raise TypeError(
+        "vqgan._when is not differentiable: on CPU it computes both branches and selects, and "
+        "a NaN or inf in the derivative of the branch not taken would make the gradient NaN "
+        "(0 * inf). Take the gradient inside the branches instead (as autoencoder_grads does)."
+    )
+
+
 def _when(pred: jax.Array, on, off):
     """``on()`` where ``pred`` holds, else ``off()`` (both return the same tree). On accelerators
     a ``lax.cond``, so a phase that has not started costs nothing. On CPU both are computed and
     selected: XLA's CPU backend runs a convolution inside a conditional's branch tens of times
     slower than the same convolution outside one (the PatchGAN's gradient at batch 128: 7.7 s
-    against 0.22 s), far more than the skipped work would save."""
+    against 0.22 s), far more than the skipped work would save.
+
+    Not differentiable (a TypeError when traced for a derivative, on every platform): through
+    the select, the branch not taken gets a zero cotangent, and ``0 * inf`` in its backward pass
+    is NaN. Its callers differentiate inside the branches."""
 
     def select(p):
         a, b = on(), off()
-        return jax.tree.map(lambda u, v: jnp.where(p, u, v), a, b)
+        chosen = jax.tree.map(lambda u, v: jnp.where(p, u, v), a, b)
+        return jax.tree.map(
+            lambda u: _not_differentiable(u) if jnp.issubdtype(u.dtype, jnp.inexact) else u,
+            chosen,
+        )
 
     return jax.lax.platform_dependent(pred, cpu=select, default=lambda p: jax.lax.cond(p, on, off))
 

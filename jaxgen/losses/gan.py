@@ -136,12 +136,14 @@ def clip_weights(params, c: float):
 def per_example_input_grads(score: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
     """``d score(x_b) / d x_b`` for each example ``b``: ``[B, ...]`` like ``x``.
 
-    ``score`` maps a batch ``[B, ...]`` to ``[B]`` (or ``[B, ...]``: summed per example). Each
-    example is differentiated on its own (``vmap`` of the gradient of a batch of one), so the
-    result is the per-example gradient even for a network whose examples interact."""
+    ``score`` maps a batch ``[B, ...]`` to ``[B]`` (or ``[B, ...]``, a PatchGAN's map: averaged
+    per example, as the losses here average it, so that the penalties' strength does not grow
+    with the number of patches). Each example is differentiated on its own (``vmap`` of the
+    gradient of a batch of one), so the result is the per-example gradient even for a network
+    whose examples interact."""
 
     def one(xb):
-        return jnp.sum(score(xb[None]))
+        return jnp.mean(score(xb[None]))
 
     return jax.vmap(jax.grad(one))(x)
 
@@ -162,8 +164,8 @@ def gradient_penalty(
     """WGAN-GP's penalty ``E (|grad_x f(x_hat)|_2 - target)^2`` (multiply by lambda yourself).
 
     ``x_hat = eps * real + (1 - eps) * fake`` with **one** ``eps ~ U[0, 1]`` **per example**,
-    and the norm is taken over each example's flattened gradient. Returns
-    ``(penalty, per-example gradient norms [B])``.
+    and the norm is taken over each example's flattened gradient (of the mean of a score map).
+    Returns ``(penalty, per-example gradient norms [B])``.
     """
     if real.shape != fake.shape:
         raise ValueError(
@@ -176,7 +178,8 @@ def gradient_penalty(
 
 
 def r1_penalty(score: Callable[[jax.Array], jax.Array], real: jax.Array) -> jax.Array:
-    """R1 (Mescheder et al. 2018): ``E |grad_x D(x)|^2`` on real data; the usual term is
-    ``gamma / 2`` times this."""
+    """R1 (Mescheder et al. 2018): ``E_b |grad_x D(x_b)|^2`` on real data; the usual term is
+    ``gamma / 2`` times this. For a map of patch logits ``D(x_b)`` is their mean (the logit the
+    losses see), so gamma means what it does for one logit per image."""
     g = per_example_input_grads(score, real)
     return jnp.mean(jnp.sum(jnp.square(g.reshape(g.shape[0], -1).astype(jnp.float32)), axis=-1))

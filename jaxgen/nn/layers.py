@@ -103,7 +103,9 @@ def dcgan_init(std: float = 0.02):
     return nn.initializers.normal(std)
 
 
-def _scale_init(std: float = 0.02):
+def scale_init_near_one(std: float = 0.02):
+    """Normalisation scales drawn from ``N(1, std^2)`` (DCGAN's and the PatchGAN's start)."""
+
     def init(key, shape, dtype=jnp.float32):
         return 1.0 + std * jax.random.normal(key, shape, dtype)
 
@@ -131,7 +133,7 @@ class Norm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        scale_init = _scale_init(self.init_std) if self.init_std else nn.initializers.ones
+        scale_init = scale_init_near_one(self.init_std) if self.init_std else nn.initializers.ones
         if self.kind == "batch" and not self.keep_running:
             axes = tuple(range(x.ndim - 1))
             mean = jnp.mean(x, axis=axes)

@@ -19,6 +19,8 @@ with norm, one 4x4 stride-1 convolution with norm, then a 4x4 stride-1 convoluti
 per patch; widths ``channels * min(2^i, 8)``, LeakyReLU 0.2, padding 1 everywhere, so each
 stride-2 layer halves the side (rounding down) and each stride-1 layer takes one off: a 28x28
 image gives 14, 7, 6 and a 5x5 map of logits with ``n_layers = 2``, and 14, 7, 3, 2, 1x1 with 3.
+Initialised as taming-transformers' PatchGAN: kernels ``N(0, 0.02)``, norm scales
+``N(1, 0.02)``, biases 0.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgen.nn.layers import Norm, attention, conv, group_norm
+from jaxgen.nn.layers import Norm, attention, conv, group_norm, num_groups, scale_init_near_one
 
 PATCH_NORMS = ("batch", "group", "none")
+PATCH_INIT_STD = 0.02  # taming-transformers' PatchGAN: kernels N(0, s), norm scales N(1, s)
 
 
 def _conv(features: int, stride: int = 1):
@@ -165,19 +168,32 @@ class PatchDiscriminator(nn.Module):
     norm: str = "batch"
 
     def _norm(self, x):
+        c = x.shape[-1]
         if self.norm == "group":
-            return group_norm(x.shape[-1], jnp.float32)(x)
+            scale_init = scale_init_near_one(PATCH_INIT_STD)
+            return nn.GroupNorm(
+                num_groups(c), dtype=jnp.float32, param_dtype=jnp.float32, scale_init=scale_init
+            )(x)
         if self.norm == "batch":
-            return Norm("batch", keep_running=False)(x)
+            return Norm("batch", keep_running=False, init_std=PATCH_INIT_STD)(x)
         return x
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         pad = ((1, 1), (1, 1))
-        h = nn.leaky_relu(nn.Conv(self.channels, (4, 4), (2, 2), pad)(x), 0.2)
+        kernel_init = nn.initializers.normal(PATCH_INIT_STD)
+        h = nn.Conv(self.channels, (4, 4), (2, 2), pad, kernel_init=kernel_init)(x)
+        h = nn.leaky_relu(h, 0.2)
         for i in range(1, self.n_layers + 1):
             width = self.channels * min(2**i, 8)
             stride = 2 if i < self.n_layers else 1
-            h = nn.Conv(width, (4, 4), (stride, stride), pad, use_bias=self.norm == "none")(h)
+            h = nn.Conv(
+                width,
+                (4, 4),
+                (stride, stride),
+                pad,
+                use_bias=self.norm == "none",
+                kernel_init=kernel_init,
+            )(h)
             h = nn.leaky_relu(self._norm(h), 0.2)
-        return nn.Conv(1, (4, 4), (1, 1), pad)(h)[..., 0]
+        return nn.Conv(1, (4, 4), (1, 1), pad, kernel_init=kernel_init)(h)[..., 0]
