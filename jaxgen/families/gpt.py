@@ -73,15 +73,6 @@ def init(config, rng: jax.Array, example_batch) -> State:
     )
 
 
-def corrupt(codes: jax.Array, pkeep: float, rng: jax.Array, num_codes: int) -> jax.Array:
-    """VQGAN's input noise: each code kept with probability ``pkeep``, else a uniform draw."""
-    if isinstance(pkeep, (int, float)) and pkeep >= 1.0:
-        return codes
-    k_keep, k_draw = jax.random.split(rng)
-    keep = jax.random.bernoulli(k_keep, pkeep, codes.shape)
-    return jnp.where(keep, codes, jax.random.randint(k_draw, codes.shape, 0, num_codes))
-
-
 def logits(config, params, inputs: jax.Array, labels: jax.Array) -> jax.Array:
     """``[B, N, K]``: the conditionals of ``c_1..c_N`` given ``inputs = c_1..c_{N-1}``."""
     return build_model(config).apply({"params": params}, inputs, labels)
@@ -97,7 +88,7 @@ def train_step(config, state: State, batch) -> tuple[State, dict]:
     codes = cp.codes_of(config, state, batch["image"])
     k_labels, k_corrupt = jax.random.split(state.step_key())
     labels = cp.train_labels(config, batch["label"], k_labels)
-    inputs = corrupt(codes, config.gpt.pkeep, k_corrupt, cp.num_codes(config))
+    inputs = tokens.corrupt(codes, config.gpt.pkeep, k_corrupt, cp.num_codes(config))
 
     def objective(params):
         bits = nll_bits(config, params, inputs, codes, labels).mean()

@@ -5,7 +5,8 @@ the network (``jaxgen.nn.transformer.CodeTransformer``, not causal) sees the cla
 and the codes, some replaced by a ``[MASK]`` token (id ``K``, one past the codes), and predicts
 every position at once.
 
-Training: per example, a masking rate ``gamma(r) = cos(pi/2 r)`` with ``r ~ U(0, 1)``, raised
+Training (``jaxgen.tokens.random_mask``): per example, a masking rate ``gamma(r) = cos(pi/2 r)``
+(``jaxgen.tokens.mask_rate``, the same gamma as decoding's) with ``r ~ U(0, 1)``, raised
 to at least ``maskgit.min_mask_rate``; ``ceil(gamma N)`` positions chosen uniformly are masked
 (at least one); the loss is the cross-entropy on the masked positions only, with label
 smoothing ``maskgit.label_smoothing`` (0.1). The class is dropped to the null class for a share
@@ -80,18 +81,6 @@ def init(config, rng: jax.Array, example_batch) -> State:
     return State.create(rng, {"model": model}, frozen=frozen)
 
 
-def random_mask(rng: jax.Array, shape: tuple[int, int], min_rate: float = 0.0) -> jax.Array:
-    """MaskGIT's training masks ``[B, N]`` (True: masked): per example ``ceil(gamma N)``
-    uniformly chosen positions, ``gamma = max(cos(pi/2 r), min_rate)``, ``r ~ U(0, 1)``, at
-    least one."""
-    b, n = shape
-    k_rate, k_pos = jax.random.split(rng)
-    rate = jnp.maximum(jnp.cos(0.5 * jnp.pi * jax.random.uniform(k_rate, (b, 1))), min_rate)
-    count = jnp.clip(jnp.ceil(rate * n), 1, n)
-    rank = jnp.argsort(jnp.argsort(jax.random.uniform(k_pos, (b, n)), axis=1), axis=1)
-    return rank < count
-
-
 def logits(config, params, inputs: jax.Array, labels: jax.Array) -> jax.Array:
     """``[B, N, K]`` for the code positions (the class position dropped)."""
     return build_model(config).apply({"params": params}, inputs, labels)[:, 1:]
@@ -117,7 +106,7 @@ def train_step(config, state: State, batch) -> tuple[State, dict]:
     codes = cp.codes_of(config, state, batch["image"])
     k_labels, k_mask = jax.random.split(state.step_key())
     labels = cp.train_labels(config, batch["label"], k_labels)
-    mask = random_mask(k_mask, codes.shape, config.maskgit.min_mask_rate)
+    mask = tokens.random_mask(k_mask, codes.shape, config.maskgit.min_mask_rate)
 
     def objective(params):
         loss, bits = masked_losses(config, params, codes, mask, labels)
@@ -139,9 +128,9 @@ def eval_step(config, state: State, batch) -> dict:
     example's index (the same masks in every eval)."""
     codes = cp.codes_of(config, state, batch["image"])
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(0), i))(batch["index"])
-    mask = jax.vmap(lambda k: random_mask(k, (1, codes.shape[1]), config.maskgit.min_mask_rate)[0])(
-        keys
-    )
+    mask = jax.vmap(
+        lambda k: tokens.random_mask(k, (1, codes.shape[1]), config.maskgit.min_mask_rate)[0]
+    )(keys)
     _, bits = masked_losses(
         config, state.model.params, codes, mask, cp.eval_labels(config, batch["label"])
     )
