@@ -252,4 +252,4 @@ def test_guidance_needs_a_conditional_prior(tmp_path):
     loop.train_and_evaluate(config, workdir)
     setup, state = loop.restore_for_inference(workdir)
     with pytest.raises(ConfigError, match="needs a class-conditional prior"):
-        sampling.generate(setup, state, jax.random.PRNGKey(0), 2, {"scale": 2.0})
+        sampling.prepare(setup, {"scale": 2.0}, None)
