@@ -6,8 +6,11 @@
 - :func:`sample_autoregressive`: one ``lax.scan`` over positions of a causal model that keeps a
   key-value cache, one new position per step (GPT); :func:`sample_autoregressive_uncached`, a
   full forward per position, for comparison;
+- :func:`mask_rate`: MaskGIT's masking schedule ``gamma(r) = cos(pi/2 r)``, the one function
+  both its training masks (:func:`random_mask`) and its decoding plan use;
 - :func:`unmask_schedule` and :func:`maskgit_decode`: MaskGIT's parallel decoding (Chang et al.
-  2022) in a fixed number of steps, one ``lax.scan`` with fixed shapes.
+  2022) in a fixed number of steps, one ``lax.scan`` with fixed shapes;
+- :func:`corrupt`: VQGAN's input noise for training a GPT prior.
 
 Guided sampling runs the batch twice, conditional then null labels, in one call of the network.
 """
@@ -22,6 +25,40 @@ import jax.numpy as jnp
 import numpy as np
 
 _NEG_INF = -jnp.inf
+
+
+def mask_rate(r):
+    """MaskGIT's masking schedule ``gamma(r) = cos(pi/2 r)``: the share of the codes masked at
+    progress ``r`` in ``[0, 1]`` (1 at ``r = 0``, 0 at ``r = 1``). Training draws ``r ~ U(0, 1)``
+    (:func:`random_mask`); decoding step ``t`` of ``T`` leaves ``gamma((t + 1) / T)`` masked
+    (:func:`unmask_schedule`). A JAX array in gives a JAX array; a Python or NumPy number gives
+    float64 NumPy, so the static decoding plan is not rounded to float32."""
+    if isinstance(r, jax.Array):
+        return jnp.cos(0.5 * jnp.pi * r)
+    return np.cos(0.5 * np.pi * np.asarray(r, np.float64))
+
+
+def random_mask(rng: jax.Array, shape: tuple[int, int], min_rate: float = 0.0) -> jax.Array:
+    """MaskGIT's training masks ``[B, N]`` (True: masked): per example ``ceil(gamma N)``
+    uniformly chosen positions, ``gamma = max(mask_rate(r), min_rate)`` with ``r ~ U(0, 1)``,
+    at least one."""
+    b, n = shape
+    k_rate, k_pos = jax.random.split(rng)
+    rate = jnp.maximum(mask_rate(jax.random.uniform(k_rate, (b, 1))), min_rate)
+    count = jnp.clip(jnp.ceil(rate * n), 1, n)
+    rank = jnp.argsort(jnp.argsort(jax.random.uniform(k_pos, (b, n)), axis=1), axis=1)
+    return rank < count
+
+
+def corrupt(codes: jax.Array, pkeep: float, rng: jax.Array, num_codes: int) -> jax.Array:
+    """VQGAN's input noise for a GPT prior: each of ``codes`` (int, any shape) kept with
+    probability ``pkeep``, else replaced by a code drawn uniformly from ``0..num_codes - 1``.
+    ``pkeep = 1`` returns ``codes`` (plain teacher forcing)."""
+    if isinstance(pkeep, (int, float)) and pkeep >= 1.0:
+        return codes
+    k_keep, k_draw = jax.random.split(rng)
+    keep = jax.random.bernoulli(k_keep, pkeep, codes.shape)
+    return jnp.where(keep, codes, jax.random.randint(k_draw, codes.shape, 0, num_codes))
 
 
 def filter_logits(logits: jax.Array, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
@@ -144,7 +181,7 @@ def sample_autoregressive_uncached(
 
 def unmask_schedule(n: int, steps: int) -> np.ndarray:
     """How many of ``n`` codes are still masked after each of ``steps`` decoding steps:
-    ``floor(n cos(pi/2 (t + 1) / steps))``, kept at least ``steps - 1 - t`` (so that every later
+    ``floor(n mask_rate((t + 1) / steps))``, kept at least ``steps - 1 - t`` (so that every later
     step has a code to reveal; at least 1 before the last step) and at most one fewer than
     before (every step reveals a code), and 0 after the last. Needs ``1 <= steps <= n``."""
     if not (isinstance(steps, int) and 1 <= steps <= n):
@@ -154,7 +191,7 @@ def unmask_schedule(n: int, steps: int) -> np.ndarray:
         if t == steps - 1:
             m = 0
         else:
-            m = math.floor(n * math.cos(math.pi / 2 * (t + 1) / steps))
+            m = math.floor(n * float(mask_rate((t + 1) / steps)))
             m = min(max(m, steps - 1 - t), before - 1)
         out.append(m)
         before = m

@@ -156,3 +156,26 @@ def test_penalties_of_a_patch_map_do_not_grow_with_the_number_of_patches():
             L.gradient_penalty(one, real, fake, key)[0],
             rtol=1e-5,
         )
+
+
+def test_discriminator_objective_adds_each_penalty_with_its_weight():
+    """A linear critic with |w| = 5 has input gradient norm 5 everywhere: GP = (5 - 1)^2 = 16
+    and R1 = 25, whatever the interpolation, so the total is known in closed form."""
+    w = jnp.array([3.0, 4.0])
+    real = jnp.array([[1.0, 0.0], [0.0, -1.0], [0.5, 0.5]])
+    fake = jnp.array([[-1.0, 0.0], [0.2, 0.1], [0.0, 0.0]])
+    critic = _linear_critic(w)
+    hinge = np.mean(np.maximum(0, 1 - critic(real))) + np.mean(np.maximum(0, 1 + critic(fake)))
+    key = jax.random.PRNGKey(0)
+    loss, parts = L.discriminator_objective("hinge", critic, real, fake)
+    np.testing.assert_allclose(loss, hinge, rtol=1e-6)
+    assert sorted(parts) == ["d_loss", "fake_scores", "real_scores"]
+    np.testing.assert_allclose(parts["real_scores"], critic(real))
+    loss, parts = L.discriminator_objective(
+        "hinge", critic, real, fake, gp_weight=10.0, r1_gamma=2.0, rng=key
+    )
+    np.testing.assert_allclose(loss, hinge + 10.0 * 16.0 + 0.5 * 2.0 * 25.0, rtol=1e-5)
+    np.testing.assert_allclose(parts["d_loss"], hinge, rtol=1e-6)
+    np.testing.assert_allclose([parts["gp"], parts["critic_grad_norm"], parts["r1"]], [16, 5, 25])
+    with pytest.raises(ValueError, match="gp_weight > 0 needs rng"):
+        L.discriminator_objective("wasserstein", critic, real, fake, gp_weight=10.0)

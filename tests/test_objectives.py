@@ -51,7 +51,7 @@ def _prior_config(name: str):
     config = load_config(ROOT / "configs" / f"{name}.py", "mnist,tiny,cond")
     config.data = fake.get_config().data
     config.first_stage.config = fake.get_config()
-    config.model.cond_dropout = 0.0
+    config.model.p_uncond = 0.0
     return config
 
 

@@ -14,7 +14,6 @@ from jaxgen import tokens
 from jaxgen.engine import loop, sampling
 from jaxgen.engine.metrics import read_metrics
 from jaxgen.errors import ConfigError
-from jaxgen.families import gpt, maskgit
 from jaxgen.nn.transformer import CodeTransformer, init_cache
 
 K, N = 11, 9  # codes, sequence length
@@ -138,8 +137,8 @@ def test_cached_and_uncached_samplers_draw_the_same_codes_and_cfg_ends_are_exact
 
 def test_pkeep_1_is_teacher_forcing_and_a_lower_pkeep_replaces_its_share():
     codes = _codes(3, (64, 49), k=512)
-    np.testing.assert_array_equal(gpt.corrupt(codes, 1.0, jax.random.PRNGKey(0), 512), codes)
-    noisy = gpt.corrupt(codes, 0.7, jax.random.PRNGKey(0), 512)
+    np.testing.assert_array_equal(tokens.corrupt(codes, 1.0, jax.random.PRNGKey(0), 512), codes)
+    noisy = tokens.corrupt(codes, 0.7, jax.random.PRNGKey(0), 512)
     changed = float(np.mean(np.asarray(noisy) != np.asarray(codes)))
     assert abs(changed - 0.3 * (1 - 1 / 512)) < 0.03, changed
     assert int(noisy.min()) >= 0 and int(noisy.max()) < 512
@@ -237,11 +236,33 @@ def test_maskgit_decoding_matches_a_port_of_the_reference_decoder():
 
 
 def test_maskgit_training_masks_follow_the_cosine_rate_and_the_floor():
-    mask = np.asarray(maskgit.random_mask(jax.random.PRNGKey(0), (4000, 49)))
+    mask = np.asarray(tokens.random_mask(jax.random.PRNGKey(0), (4000, 49)))
     assert mask.sum(axis=1).min() >= 1
     assert abs(mask.mean() - 2 / math.pi) < 0.02, mask.mean()  # E cos(pi/2 r) = 2/pi
-    floor = np.asarray(maskgit.random_mask(jax.random.PRNGKey(0), (500, 49), 0.5))
+    floor = np.asarray(tokens.random_mask(jax.random.PRNGKey(0), (500, 49), 0.5))
     assert floor.sum(axis=1).min() >= math.ceil(0.5 * 49)
+
+
+def test_mask_rate_is_the_cosine_in_numpy_float64_and_in_jax():
+    assert float(tokens.mask_rate(0.0)) == 1.0 and abs(float(tokens.mask_rate(1.0))) < 1e-15
+    np.testing.assert_allclose(tokens.mask_rate(np.array([1 / 3, 0.5])), [3**0.5 / 2, 2**-0.5])
+    assert tokens.mask_rate(0.5).dtype == np.float64
+    assert isinstance(tokens.mask_rate(jnp.float32(0.5)), jax.Array)
+    # 64 cos(pi/3) is exactly 32: the float64 plan keeps it (float32 or another rounding
+    # order of pi/2 (t + 1) / T gives 31.99.. and one code fewer revealed).
+    assert tokens.unmask_schedule(64, 39)[25] == 32
+
+
+def test_training_masks_and_the_decoding_plan_share_one_gamma(monkeypatch):
+    def linear(r):  # gamma(r) = 1 - r instead of the cosine
+        return 1.0 - (r if isinstance(r, jax.Array) else np.asarray(r, np.float64))
+
+    monkeypatch.setattr(tokens, "mask_rate", linear)
+    plan = tokens.unmask_schedule(49, 8)
+    assert plan[:-1].tolist() == [math.floor(49 * (1 - (t + 1) / 8)) for t in range(7)]
+    mask = np.asarray(tokens.random_mask(jax.random.PRNGKey(0), (4000, 49)))
+    # E ceil(49 (1 - r)) / 49 = 0.5 + 1/98 for the linear gamma (the cosine's is near 2/pi)
+    assert abs(mask.mean() - (0.5 + 1 / 98)) < 0.02, mask.mean()
 
 
 # --- the families on a tokenizer -----------------------------------------------------------
@@ -287,4 +308,4 @@ def test_guidance_needs_a_conditional_prior(tmp_path):
     loop.train_and_evaluate(config, workdir)
     setup, state = loop.restore_for_inference(workdir)
     with pytest.raises(ConfigError, match="needs a class-conditional prior"):
-        sampling.generate(setup, state, jax.random.PRNGKey(0), 2, {"scale": 2.0})
+        sampling.prepare(setup, {"scale": 2.0}, None)

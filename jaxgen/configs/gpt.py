@@ -35,7 +35,7 @@ def get_config(arg=None):
         heads=4,
         mlp_ratio=4,
         num_classes=10 if "cond" in variants else 0,  # > 0: class-conditional
-        cond_dropout=0.1 if "cond" in variants else 0.0,  # share trained on the null class
+        p_uncond=0.1 if "cond" in variants else 0.0,  # share trained on the null class
     )
     c.gpt = common.section(pkeep=0.9)  # 1: plain teacher forcing
     common.schedule_28x28(c)

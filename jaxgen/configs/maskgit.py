@@ -35,7 +35,7 @@ def get_config(arg=None):
         heads=4,
         mlp_ratio=4,
         num_classes=10 if "cond" in variants else 0,  # > 0: class-conditional
-        cond_dropout=0.1 if "cond" in variants else 0.0,  # share trained on the null class
+        p_uncond=0.1 if "cond" in variants else 0.0,  # share trained on the null class
     )
     c.maskgit = common.section(
         min_mask_rate=0.0,  # masking rates below this are raised to it

@@ -205,28 +205,23 @@ def discriminator_update(config, state: State, real: jax.Array, key: jax.Array):
     real = pack(config, real.astype(jnp.float32))
 
     def objective(d_params):
-        real_scores = _scores(config, d_params, real)
-        fake_scores = _scores(config, d_params, fake)
-        loss = gan_losses.discriminator_loss(g.loss, real_scores, fake_scores)
+        loss, parts = gan_losses.discriminator_objective(
+            g.loss,
+            lambda x: _scores(config, d_params, x),
+            real,
+            fake,
+            gp_weight=g.gp_weight,
+            r1_gamma=g.r1_gamma,
+            rng=jax.random.fold_in(key, 1),
+        )
+        real_scores, fake_scores = parts.pop("real_scores"), parts.pop("fake_scores")
         aux = {
-            "d_loss": loss,
+            **parts,
             "d_real": _confidence(config, real_scores),
             "d_fake": _confidence(config, fake_scores),
         }
         if g.loss == "wasserstein":
             aux["wasserstein"] = jnp.mean(real_scores) - jnp.mean(fake_scores)
-        score = lambda x: _scores(config, d_params, x)  # noqa: E731
-        if g.gp_weight > 0:
-            penalty, norms = gan_losses.gradient_penalty(
-                score, real, fake, jax.random.fold_in(key, 1)
-            )
-            loss = loss + g.gp_weight * penalty
-            aux["gp"] = penalty
-            aux["critic_grad_norm"] = jnp.mean(norms)
-        if g.r1_gamma > 0:
-            r1 = gan_losses.r1_penalty(score, real)
-            loss = loss + 0.5 * g.r1_gamma * r1
-            aux["r1"] = r1
         return loss, aux
 
     disc, aux, grad_norm = gradient_step(

@@ -10,7 +10,7 @@ Training (VQGAN's, Esser et al. 2021, not plain teacher forcing): each input cod
 probability ``gpt.pkeep`` and otherwise replaced by a code drawn uniformly, while the targets stay
 the true codes, so the model learns to predict from slightly wrong contexts like the ones its
 own samples give it; ``pkeep = 1`` is plain teacher forcing. The class is dropped to the null
-class for a share ``model.cond_dropout`` of examples (classifier-free guidance). Loss: the
+class for a share ``model.p_uncond`` of examples (classifier-free guidance). Loss: the
 cross-entropy of the targets, reported in bits per code (``nll_bits``) and spread over the
 image's dimensions (``bits_per_dim``, a bound on the codes only, as for the PixelCNN prior).
 
@@ -33,7 +33,7 @@ from jaxgen.errors import ConfigError
 from jaxgen.families import Family, SampleOption, tokenizers
 from jaxgen.families import code_priors as cp
 from jaxgen.families.common import make_optimizer
-from jaxgen.families.state import State, TrainState, gradient_step
+from jaxgen.families.state import State, TrainState
 from jaxgen.nn.transformer import CodeTransformer, init_cache
 
 SAMPLE_OPTIONS = (
@@ -73,15 +73,6 @@ def init(config, rng: jax.Array, example_batch) -> State:
     )
 
 
-def corrupt(codes: jax.Array, pkeep: float, rng: jax.Array, num_codes: int) -> jax.Array:
-    """VQGAN's input noise: each code kept with probability ``pkeep``, else a uniform draw."""
-    if isinstance(pkeep, (int, float)) and pkeep >= 1.0:
-        return codes
-    k_keep, k_draw = jax.random.split(rng)
-    keep = jax.random.bernoulli(k_keep, pkeep, codes.shape)
-    return jnp.where(keep, codes, jax.random.randint(k_draw, codes.shape, 0, num_codes))
-
-
 def logits(config, params, inputs: jax.Array, labels: jax.Array) -> jax.Array:
     """``[B, N, K]``: the conditionals of ``c_1..c_N`` given ``inputs = c_1..c_{N-1}``."""
     return build_model(config).apply({"params": params}, inputs, labels)
@@ -97,20 +88,8 @@ def train_step(config, state: State, batch) -> tuple[State, dict]:
     codes = cp.codes_of(config, state, batch["image"])
     k_labels, k_corrupt = jax.random.split(state.step_key())
     labels = cp.train_labels(config, batch["label"], k_labels)
-    inputs = corrupt(codes, config.gpt.pkeep, k_corrupt, cp.num_codes(config))
-
-    def objective(params):
-        bits = nll_bits(config, params, inputs, codes, labels).mean()
-        return bits, bits
-
-    model, bits, grad_norm = gradient_step(state.model, make_optimizer(config.optimizer), objective)
-    metrics = {
-        "loss": bits,
-        "nll_bits": bits,
-        "bits_per_dim": tokenizers.bits_per_dim(config, bits),
-        "grad_norm": grad_norm,
-    }
-    return state.advance(model=model), metrics
+    inputs = tokens.corrupt(codes, config.gpt.pkeep, k_corrupt, cp.num_codes(config))
+    return cp.nll_train_step(config, state, lambda p: nll_bits(config, p, inputs, codes, labels))
 
 
 def eval_step(config, state: State, batch) -> dict:
@@ -118,7 +97,7 @@ def eval_step(config, state: State, batch) -> dict:
     codes = cp.codes_of(config, state, batch["image"])
     labels = cp.eval_labels(config, batch["label"])
     bits = nll_bits(config, state.model.params, codes, codes, labels).mean()
-    return {"nll_bits": bits, "bits_per_dim": tokenizers.bits_per_dim(config, bits)}
+    return cp.nll_metrics(config, bits)
 
 
 def sample_codes(
@@ -146,6 +125,24 @@ def sample_codes(
     )
 
 
+def prepare_sample(config, options: dict) -> dict:
+    """``sample``'s keyword arguments from the ``sample.py`` flags, checked."""
+    cp.check_temperature(options)
+    cp.check_scale(config, options)
+    top_k, top_p = options["top-k"], options["top-p"]
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ConfigError(f"--top-k={top_k!r} must be an integer >= 0 (0: no limit)")
+    if not 0.0 < top_p <= 1.0:
+        raise ConfigError(f"--top-p={top_p!r} must be in (0, 1] (1: no limit)")
+    return {
+        "temperature": options["temperature"],
+        "top_k": top_k,
+        "top_p": top_p,
+        "scale": options["scale"],
+        "cache": options["cache"],
+    }
+
+
 def sample(
     config,
     state: State,
@@ -160,12 +157,7 @@ def sample(
 ):
     """``Samples``: ``num`` images drawn from the prior and decoded by the frozen tokenizer.
     ``label``: an int, ``[num]`` ints, or ``None`` for classes 0, 1, .. in turn."""
-    cp.check_positive("temperature", temperature)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise ConfigError(f"--top-k={top_k!r} must be an integer >= 0 (0: no limit)")
-    if isinstance(top_p, (int, float)) and not 0.0 < top_p <= 1.0:
-        raise ConfigError(f"--top-p={top_p!r} must be in (0, 1] (1: no limit)")
-    labels = cp.sample_labels(config, num, label, scale)
+    labels = cp.sample_labels(config, num, label)
     codes = sample_codes(
         config,
         state.model.params,
@@ -189,4 +181,5 @@ FAMILY = Family(
     eval_step=eval_step,
     sample=sample,
     sample_options=SAMPLE_OPTIONS,
+    prepare_sample=prepare_sample,
 )

@@ -5,11 +5,12 @@ the network (``jaxgen.nn.transformer.CodeTransformer``, not causal) sees the cla
 and the codes, some replaced by a ``[MASK]`` token (id ``K``, one past the codes), and predicts
 every position at once.
 
-Training: per example, a masking rate ``gamma(r) = cos(pi/2 r)`` with ``r ~ U(0, 1)``, raised
+Training (``jaxgen.tokens.random_mask``): per example, a masking rate ``gamma(r) = cos(pi/2 r)``
+(``jaxgen.tokens.mask_rate``, the same gamma as decoding's) with ``r ~ U(0, 1)``, raised
 to at least ``maskgit.min_mask_rate``; ``ceil(gamma N)`` positions chosen uniformly are masked
 (at least one); the loss is the cross-entropy on the masked positions only, with label
 smoothing ``maskgit.label_smoothing`` (0.1). The class is dropped to the null class for a share
-``model.cond_dropout`` of examples (classifier-free guidance). ``masked_nll_bits`` is the
+``model.p_uncond`` of examples (classifier-free guidance). ``masked_nll_bits`` is the
 unsmoothed cross-entropy on the masked codes in bits: a training signal, not a likelihood of
 the codes (MaskGIT defines none).
 
@@ -32,8 +33,8 @@ from jaxgen import tokens
 from jaxgen.errors import ConfigError
 from jaxgen.families import Family, SampleOption, tokenizers
 from jaxgen.families import code_priors as cp
-from jaxgen.families.common import make_optimizer
-from jaxgen.families.state import State, TrainState, gradient_step
+from jaxgen.families.common import example_keys, make_optimizer
+from jaxgen.families.state import State, TrainState
 from jaxgen.nn.transformer import CodeTransformer
 
 SAMPLE_OPTIONS = (
@@ -81,18 +82,6 @@ def init(config, rng: jax.Array, example_batch) -> State:
     return State.create(rng, {"model": model}, frozen=frozen)
 
 
-def random_mask(rng: jax.Array, shape: tuple[int, int], min_rate: float = 0.0) -> jax.Array:
-    """MaskGIT's training masks ``[B, N]`` (True: masked): per example ``ceil(gamma N)``
-    uniformly chosen positions, ``gamma = max(cos(pi/2 r), min_rate)``, ``r ~ U(0, 1)``, at
-    least one."""
-    b, n = shape
-    k_rate, k_pos = jax.random.split(rng)
-    rate = jnp.maximum(jnp.cos(0.5 * jnp.pi * jax.random.uniform(k_rate, (b, 1))), min_rate)
-    count = jnp.clip(jnp.ceil(rate * n), 1, n)
-    rank = jnp.argsort(jnp.argsort(jax.random.uniform(k_pos, (b, n)), axis=1), axis=1)
-    return rank < count
-
-
 def logits(config, params, inputs: jax.Array, labels: jax.Array) -> jax.Array:
     """``[B, N, K]`` for the code positions (the class position dropped)."""
     return build_model(config).apply({"params": params}, inputs, labels)[:, 1:]
@@ -118,34 +107,25 @@ def train_step(config, state: State, batch) -> tuple[State, dict]:
     codes = cp.codes_of(config, state, batch["image"])
     k_labels, k_mask = jax.random.split(state.step_key())
     labels = cp.train_labels(config, batch["label"], k_labels)
-    mask = random_mask(k_mask, codes.shape, config.maskgit.min_mask_rate)
+    mask = tokens.random_mask(k_mask, codes.shape, config.maskgit.min_mask_rate)
 
     def objective(params):
         loss, bits = masked_losses(config, params, codes, mask, labels)
-        return loss, (loss, bits)
+        return loss, {"loss": loss, "masked_nll_bits": bits}
 
-    tx = make_optimizer(config.optimizer)
-    model, (loss, bits), grad_norm = gradient_step(state.model, tx, objective)
-    metrics = {
-        "loss": loss,
-        "masked_nll_bits": bits,
-        "mask_rate": mask.mean(),
-        "grad_norm": grad_norm,
-    }
-    return state.advance(model=model), metrics
+    state, metrics = cp.train_step(config, state, objective)
+    return state, {**metrics, "mask_rate": mask.mean()}
 
 
 def eval_step(config, state: State, batch) -> dict:
     """``masked_nll_bits`` on test codes under training-distributed masks, drawn from each
-    example's index (the same masks in every eval)."""
+    example's key (``example_keys``: the same masks in every eval)."""
     codes = cp.codes_of(config, state, batch["image"])
-    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(0), i))(batch["index"])
-    mask = jax.vmap(lambda k: random_mask(k, (1, codes.shape[1]), config.maskgit.min_mask_rate)[0])(
-        keys
-    )
-    _, bits = masked_losses(
-        config, state.model.params, codes, mask, cp.eval_labels(config, batch["label"])
-    )
+    min_rate = config.maskgit.min_mask_rate
+    keys = example_keys(state.rng, batch["index"])
+    mask = jax.vmap(lambda k: tokens.random_mask(k, (1, codes.shape[1]), min_rate)[0])(keys)
+    labels = cp.eval_labels(config, batch["label"])
+    _, bits = masked_losses(config, state.model.params, codes, mask, labels)
     return {"masked_nll_bits": bits}
 
 
@@ -182,24 +162,38 @@ def sample_codes(
     )
 
 
+def prepare_sample(config, options: dict) -> dict:
+    """``sample``'s keyword arguments from the ``sample.py`` flags, checked; ``--steps=0`` and a
+    negative ``--choice-temperature`` become the config's values."""
+    cp.check_temperature(options)
+    cp.check_scale(config, options)
+    n, steps = cp.seq_len(config), options["steps"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= n:
+        raise ConfigError(f"--steps={steps!r} must be an integer in [1, {n}] (0: the config's)")
+    choice = options["choice-temperature"]
+    return {
+        "steps": steps or config.maskgit.steps,
+        "temperature": options["temperature"],
+        "choice_temperature": config.maskgit.choice_temperature if choice < 0 else choice,
+        "scale": options["scale"],
+    }
+
+
 def sample(
     config,
     state: State,
     rng,
     num,
-    steps=0,
+    steps=None,
     temperature=1.0,
-    choice_temperature=-1.0,
+    choice_temperature=None,
     scale=None,
     label=None,
 ):
-    """``Samples``: ``num`` images decoded by MaskGIT and the frozen tokenizer. ``label``: an
-    int, ``[num]`` ints, or ``None`` for classes 0, 1, .. in turn."""
-    cp.check_positive("temperature", temperature)
-    n = cp.seq_len(config)
-    if not isinstance(steps, int) or not 0 <= steps <= n:
-        raise ConfigError(f"--steps={steps!r} must be an integer in [1, {n}] (0: the config's)")
-    labels = cp.sample_labels(config, num, label, scale)
+    """``Samples``: ``num`` images decoded by MaskGIT and the frozen tokenizer. ``steps`` and
+    ``choice_temperature``: ``None`` for the config's. ``label``: an int, ``[num]`` ints, or
+    ``None`` for classes 0, 1, .. in turn."""
+    labels = cp.sample_labels(config, num, label)
     codes = sample_codes(
         config,
         state.model.params,
@@ -207,7 +201,7 @@ def sample(
         labels,
         steps=steps,
         temperature=temperature,
-        choice_temperature=None if choice_temperature < 0 else choice_temperature,
+        choice_temperature=choice_temperature,
         scale=scale,
     )
     return cp.samples(config, state, codes, labels)
@@ -222,4 +216,5 @@ FAMILY = Family(
     eval_step=eval_step,
     sample=sample,
     sample_options=SAMPLE_OPTIONS,
+    prepare_sample=prepare_sample,
 )

@@ -26,9 +26,10 @@ import jax.numpy as jnp
 import optax
 
 from jaxgen.errors import ConfigError
-from jaxgen.families import Capabilities, Family, SampleOption, Samples, tokenizers
+from jaxgen.families import Capabilities, Family, SampleOption, tokenizers
+from jaxgen.families import code_priors as cp
 from jaxgen.families.common import check_optimizer, make_optimizer
-from jaxgen.families.state import State, TrainState, gradient_step
+from jaxgen.families.state import State, TrainState
 from jaxgen.nn.pixelcnn import GatedPixelCNN, sample_codes
 
 SAMPLE_OPTIONS = (SampleOption("temperature", 1.0, "Softmax temperature of the prior."),)
@@ -78,8 +79,10 @@ def init(config, rng: jax.Array, example_batch) -> State:
     return State.create(rng, {"model": model}, frozen=frozen)
 
 
-def _labels(config, labels):
-    return labels.astype(jnp.int32) if config.model.num_classes > 0 else None
+def _labels(config, labels: jax.Array):
+    """The network's class input: the data's classes (``code_priors.eval_labels``), or ``None``
+    for an unconditional PixelCNN (it has no null class)."""
+    return cp.eval_labels(config, labels) if config.model.num_classes > 0 else None
 
 
 def _codes(config, state: State, images: jax.Array) -> jax.Array:
@@ -96,25 +99,20 @@ def nll_bits(config, params, codes: jax.Array, labels) -> jax.Array:
 def train_step(config, state: State, batch) -> tuple[State, dict]:
     codes = _codes(config, state, batch["image"])
     labels = _labels(config, batch["label"])
-
-    def objective(params):
-        bits = nll_bits(config, params, codes, labels).mean()
-        return bits, bits
-
-    model, bits, grad_norm = gradient_step(state.model, make_optimizer(config.optimizer), objective)
-    metrics = {
-        "loss": bits,
-        "nll_bits": bits,
-        "bits_per_dim": tokenizers.bits_per_dim(config, bits),
-        "grad_norm": grad_norm,
-    }
-    return state.advance(model=model), metrics
+    return cp.nll_train_step(config, state, lambda p: nll_bits(config, p, codes, labels))
 
 
 def eval_step(config, state: State, batch) -> dict:
     codes = _codes(config, state, batch["image"])
     bits = nll_bits(config, state.model.params, codes, _labels(config, batch["label"])).mean()
-    return {"nll_bits": bits, "bits_per_dim": tokenizers.bits_per_dim(config, bits)}
+    return cp.nll_metrics(config, bits)
+
+
+def prepare_sample(config, options: dict) -> dict:
+    """``sample``'s keyword arguments from the ``sample.py`` flags, checked."""
+    del config
+    cp.check_temperature(options)
+    return {"temperature": options["temperature"]}
 
 
 def sample(config, state: State, rng: jax.Array, num: int, temperature=1.0, label=None):
@@ -122,25 +120,16 @@ def sample(config, state: State, rng: jax.Array, num: int, temperature=1.0, labe
     at ``temperature``, decoded by the frozen tokenizer) and their labels. ``label``
     (conditional priors): an int, an int array ``[num]``, or ``None`` for classes ``0, 1, ..``
     in turn."""
-    if isinstance(temperature, (int, float)) and not temperature > 0:
-        raise ConfigError(f"temperature={temperature!r} must be > 0")
-    k = config.model.num_classes
-    labels = None
-    if k > 0:
-        if label is None:
-            labels = jnp.arange(num, dtype=jnp.int32) % k
-        else:
-            labels = jnp.broadcast_to(jnp.asarray(label, jnp.int32), (num,))
-    elif label is not None:
-        raise ConfigError("label was given but this prior is unconditional (model.num_classes=0)")
+    labels = cp.sample_labels(config, num, label)
+    net_labels = labels if config.model.num_classes > 0 else None
     model = build_model(config)
 
     def logits_fn(codes):
-        return model.apply({"params": state.model.params}, codes, labels)
+        return model.apply({"params": state.model.params}, codes, net_labels)
 
     h, w = tokenizers.tokenizer_of(config).grid_shape
     codes = sample_codes(logits_fn, (num, h, w), rng, temperature)
-    return Samples(tokenizers.decode(config, state.frozen, codes), labels)
+    return cp.samples(config, state, codes, labels)
 
 
 FAMILY = Family(
@@ -152,4 +141,5 @@ FAMILY = Family(
     eval_step=eval_step,
     sample=sample,
     sample_options=SAMPLE_OPTIONS,
+    prepare_sample=prepare_sample,
 )

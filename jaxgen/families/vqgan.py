@@ -372,18 +372,11 @@ def discriminator_update(config, state: State, x: jax.Array, x_hat: jax.Array):
     fake = jax.lax.stop_gradient(x_hat)
 
     def objective(d_params):
-        real_logits = _logits(config, d_params, x)
-        fake_logits = _logits(config, d_params, fake)
-        loss = gan_losses.discriminator_loss(v.gan_loss, real_logits, fake_logits)
-        aux = {
-            "d_loss": loss,
-            "logits_real": jnp.mean(real_logits),
-            "logits_fake": jnp.mean(fake_logits),
-        }
-        if v.r1_gamma > 0:
-            r1 = gan_losses.r1_penalty(lambda y: _logits(config, d_params, y), x)
-            loss = loss + 0.5 * v.r1_gamma * r1
-            aux["r1"] = r1
+        loss, parts = gan_losses.discriminator_objective(
+            v.gan_loss, lambda y: _logits(config, d_params, y), x, fake, r1_gamma=v.r1_gamma
+        )
+        real_logits, fake_logits = parts.pop("real_scores"), parts.pop("fake_scores")
+        aux = {**parts, "logits_real": jnp.mean(real_logits), "logits_fake": jnp.mean(fake_logits)}
         return loss, aux
 
     grads, aux = jax.grad(objective, has_aux=True)(disc.params)

@@ -123,6 +123,43 @@ def generator_loss(kind: str, fake: jax.Array) -> jax.Array:
     return _GENERATOR[kind](fake)
 
 
+def discriminator_objective(
+    kind: str,
+    score: Callable[[jax.Array], jax.Array],
+    real: jax.Array,
+    fake: jax.Array,
+    *,
+    gp_weight: float = 0.0,
+    r1_gamma: float = 0.0,
+    rng: jax.Array | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The discriminator's (critic's) whole objective on a batch of ``real`` and ``fake`` inputs::
+
+        L_D = discriminator_loss(kind) + gp_weight * GP + r1_gamma / 2 * R1
+
+    ``score`` is the discriminator with its parameters bound (``[B, ...] -> [B]`` or a PatchGAN
+    map ``[B, ...]``); ``fake`` should already be ``stop_gradient``-ed. The gradient penalty
+    (``gradient_penalty``, needs ``rng``) is used when ``gp_weight > 0``, R1 (``r1_penalty``)
+    when ``r1_gamma > 0``. Returns ``(L_D, parts)``: ``d_loss`` (the adversarial term alone),
+    ``real_scores`` and ``fake_scores`` (the discriminator's outputs), and ``gp`` with
+    ``critic_grad_norm`` (the per-example norms' mean) or ``r1`` when those terms are on."""
+    real_scores, fake_scores = score(real), score(fake)
+    d_loss = discriminator_loss(kind, real_scores, fake_scores)
+    parts = {"d_loss": d_loss, "real_scores": real_scores, "fake_scores": fake_scores}
+    loss = d_loss
+    if gp_weight > 0:
+        if rng is None:
+            raise ValueError("discriminator_objective: gp_weight > 0 needs rng")
+        penalty, norms = gradient_penalty(score, real, fake, rng)
+        loss = loss + gp_weight * penalty
+        parts.update(gp=penalty, critic_grad_norm=jnp.mean(norms))
+    if r1_gamma > 0:
+        r1 = r1_penalty(score, real)
+        loss = loss + 0.5 * r1_gamma * r1
+        parts["r1"] = r1
+    return loss, parts
+
+
 def clip_weights(params, c: float):
     """WGAN's Lipschitz constraint as a parameter transform: every leaf clipped to ``[-c, c]``.
 
