@@ -115,7 +115,7 @@ def _bits_per_dim(bits: float) -> float:
 # --- GPT ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # ~8 s; its shift and label bugs also fail a fast test
+@pytest.mark.slow  # ~8 s; a shift also fails a fast test below
 def test_gpt_train_and_eval_nll_is_the_teacher_forced_nll_of_the_network():
     """With ``pkeep = 1``: ``nll = mean_i -log2 p(c_i | y, c_<i)``, the network fed ``(y,
     c_1..c_{N-1})`` and its logits at position ``i`` scored against ``c_i``."""
@@ -224,7 +224,7 @@ def _smoothed_ce(logits: jax.Array, targets: jax.Array, eps: float) -> jax.Array
     return -(q * logp).sum(axis=-1).mean()
 
 
-@pytest.mark.slow  # ~8 s; its shift and label bugs also fail a fast test
+@pytest.mark.slow  # ~8 s; a shift also fails a fast test below
 def test_maskgit_loss_with_every_code_masked_is_the_networks_smoothed_cross_entropy():
     """At a masking rate of 1 the network is fed ``[MASK]`` (id ``K``) at every code position and
     its logits there, after the class position, are scored against the codes: smoothed
