@@ -115,31 +115,6 @@ def _bits_per_dim(bits: float) -> float:
 # --- GPT ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # ~8 s; its shift and label bugs also fail a fast test
-def test_gpt_train_and_eval_nll_is_the_teacher_forced_nll_of_the_network():
-    """With ``pkeep = 1``: ``nll = mean_i -log2 p(c_i | y, c_<i)``, the network fed ``(y,
-    c_1..c_{N-1})`` and its logits at position ``i`` scored against ``c_i``."""
-    config = _prior_config("gpt")
-    config.gpt.pkeep = 1.0
-    codes = _random_codes(1)
-    batch = _batch(codes)
-    state = _prior_state(gpt, config, batch)
-    logits = gpt.build_model(config).apply(
-        {"params": state.model.params}, codes[:, :-1], batch["label"]
-    )
-    assert logits.shape == (B, N, K)
-    expected = float(_nll_bits(logits, codes))
-    train, evals = _run(gpt, config, state, batch)
-    for name, got in (
-        ("train loss", train["loss"]),
-        ("train nll_bits", train["nll_bits"]),
-        ("eval nll_bits", evals["nll_bits"]),
-    ):
-        np.testing.assert_allclose(got, expected, rtol=1e-5, err_msg=name)
-    np.testing.assert_allclose(train["bits_per_dim"], _bits_per_dim(expected), rtol=1e-5)
-    np.testing.assert_allclose(evals["bits_per_dim"], _bits_per_dim(expected), rtol=1e-5)
-
-
 def _constant_logits_params(params, bias: jax.Array):
     """Parameters under which the transformer outputs ``bias`` at every position, whatever its
     inputs: everything zero (the final LayerNorm then outputs 0) but the head's bias."""
@@ -214,6 +189,30 @@ def test_no_gpt_position_sees_its_own_target():
         assert bits > 3 * math.log2(K), (name, bits)
 
 
+def test_gpt_train_and_eval_nll_is_the_teacher_forced_nll_of_the_network():
+    """With ``pkeep = 1``: ``nll = mean_i -log2 p(c_i | y, c_<i)``, the network fed ``(y,
+    c_1..c_{N-1})`` and its logits at position ``i`` scored against ``c_i``."""
+    config = _prior_config("gpt")
+    config.gpt.pkeep = 1.0
+    codes = _random_codes(1)
+    batch = _batch(codes)
+    state = _prior_state(gpt, config, batch)
+    logits = gpt.build_model(config).apply(
+        {"params": state.model.params}, codes[:, :-1], batch["label"]
+    )
+    assert logits.shape == (B, N, K)
+    expected = float(_nll_bits(logits, codes))
+    train, evals = _run(gpt, config, state, batch)
+    for name, got in (
+        ("train loss", train["loss"]),
+        ("train nll_bits", train["nll_bits"]),
+        ("eval nll_bits", evals["nll_bits"]),
+    ):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, err_msg=name)
+    np.testing.assert_allclose(train["bits_per_dim"], _bits_per_dim(expected), rtol=1e-5)
+    np.testing.assert_allclose(evals["bits_per_dim"], _bits_per_dim(expected), rtol=1e-5)
+
+
 # --- MaskGIT ------------------------------------------------------------------------------------
 
 
@@ -224,7 +223,7 @@ def _smoothed_ce(logits: jax.Array, targets: jax.Array, eps: float) -> jax.Array
     return -(q * logp).sum(axis=-1).mean()
 
 
-@pytest.mark.slow  # ~8 s; its shift and label bugs also fail a fast test
+@pytest.mark.slow  # its own compile (~6 s); its planted bugs also fail the next test
 def test_maskgit_loss_with_every_code_masked_is_the_networks_smoothed_cross_entropy():
     """At a masking rate of 1 the network is fed ``[MASK]`` (id ``K``) at every code position and
     its logits there, after the class position, are scored against the codes: smoothed
