@@ -38,7 +38,7 @@ import jax, jax.numpy as jnp, numpy as np
 from _common import load_config
 from jaxgen import quantize as vq
 from jaxgen.data import load_splits, train_batch
-from jaxgen.families import vqvae
+from jaxgen.families import tokenizers, vqvae
 dataset, steps, case = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 config = load_config("configs/vqvae.py", f"{dataset},loss")
 config.vq.seed_from_data = case["seed"]
@@ -54,7 +54,7 @@ step = jax.jit(lambda s, b: vqvae.train_step(config, s, b))
 
 @jax.jit
 def stats(s):
-    cb = vqvae.codebook_of(s)
+    cb = tokenizers.codebook_of(s)
     z = vqvae.encode(config, s.model.params, probe.astype(jnp.float32) / 255)
     z = z.reshape(-1, cb.shape[1])
     d = jnp.sum((cb[:, None] - cb[None]) ** 2, -1) + 1e30 * jnp.eye(cb.shape[0])
