@@ -53,7 +53,7 @@ def direct_grads(config, state, x):
 
     params = state.players["model"].params
     d_params = state.players["discriminator"].params
-    cb = state.extra["ema"].codebook
+    cb = state.extra.ema.codebook
 
     def parts(p):
         z_e = vqgan.encode(config, p, x)

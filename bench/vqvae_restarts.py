@@ -41,7 +41,7 @@ def case(
 
     from jaxgen import quantize as vq
     from jaxgen.data import load_splits, train_batch
-    from jaxgen.families import vqvae
+    from jaxgen.families import tokenizers, vqvae
 
     config = harness.load_config("vqvae", f"{dataset},loss")
     config.vq.seed_from_data = seed
@@ -59,7 +59,7 @@ def case(
 
     @jax.jit
     def stats(s):
-        cb = vqvae.codebook_of(s)
+        cb = tokenizers.codebook_of(s)
         z = vqvae.encode(config, s.model.params, probe.astype(jnp.float32) / 255)
         z = z.reshape(-1, cb.shape[1])
         d = jnp.sum((cb[:, None] - cb[None]) ** 2, -1) + 1e30 * jnp.eye(cb.shape[0])

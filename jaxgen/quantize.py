@@ -10,6 +10,8 @@ What is here:
 - ``code_counts``, ``perplexity``, ``fraction_used``: codebook usage statistics.
 - ``update_unused``, ``restart_dead_codes``, ``restart_dead_codes_ema``: re-seeding codes
   that have gone unused for too long from current encoder outputs.
+- ``CodebookState``: a tokenizer's codebook state (EMA statistics, unused counters) with its
+  ``init``, ``check`` and the ``step`` that applies the transforms above after each update.
 
 Shapes: encoder outputs ``z_e`` are ``[..., D]`` (any leading axes, e.g. ``[B, h, w, D]``,
 each trailing ``D``-vector is quantised on its own); the codebook is ``[K, D]``; code indices
@@ -53,6 +55,7 @@ from jax.scipy.special import entr
 from jaxgen.checks import same_shape
 
 __all__ = [
+    "CodebookState",
     "EmaCodebook",
     "Quantized",
     "code_counts",
@@ -473,3 +476,104 @@ def restart_dead_codes_ema(
         embed_sum=jnp.where(dead[:, None], draws.astype(ema.embed_sum.dtype), ema.embed_sum),
     )
     return new, jnp.where(dead, 0, steps_unused).astype(steps_unused.dtype)
+
+
+@flax.struct.dataclass
+class CodebookState:
+    """A codebook's training state besides gradient-trained parameters, changed only by
+    ``step`` (an explicit state transform after each optimiser step).
+
+    Attributes:
+      ema: the ``EmaCodebook`` of a codebook that follows moving averages (the codebook lives
+        here), or ``None`` for one learned by ``codebook_loss`` (the codebook is then a
+        parameter ``learned`` that the caller keeps and passes to ``step``).
+      unused: ``[K]`` int32, consecutive steps without an assignment per code
+        (``update_unused``).
+    """
+
+    ema: EmaCodebook | None
+    unused: jax.Array
+
+    @classmethod
+    def init(cls, codebook: jax.Array, *, ema: bool) -> CodebookState:
+        """State for a start from ``codebook`` ``[K, D]``: its EMA statistics when ``ema``
+        (``ema_init``), and every counter at 0."""
+        _check_codebook("CodebookState.init", codebook)
+        return cls(
+            ema=ema_init(codebook) if ema else None,
+            unused=jnp.zeros(codebook.shape[:1], jnp.int32),
+        )
+
+    def codebook(self, learned: jax.Array | None = None) -> jax.Array:
+        """The ``[K, D]`` codebook in use: the EMA one, else ``learned``."""
+        if self.ema is not None:
+            return self.ema.codebook
+        if learned is None:
+            raise ValueError("CodebookState.codebook: a learned codebook holds no EMA: pass it")
+        return learned
+
+    def check(self, learned: jax.Array | None = None) -> None:
+        """Raise unless the state is consistent: ``unused`` is ``[K]`` integers for the ``K``
+        codes of the EMA codebook or of ``learned`` (exactly one of the two is given)."""
+        if (self.ema is None) == (learned is None):
+            raise ValueError(
+                "CodebookState: pass the learned codebook exactly when there is no EMA one "
+                f"(ema is {'None' if self.ema is None else 'set'}, learned is "
+                f"{'None' if learned is None else 'given'})"
+            )
+        book = self.codebook(learned)
+        _check_codebook("CodebookState", book)
+        if jnp.shape(self.unused) != jnp.shape(book)[:1] or not jnp.issubdtype(
+            self.unused.dtype, jnp.integer
+        ):
+            raise ValueError(
+                f"CodebookState: unused must be [K] = {jnp.shape(book)[:1]} integers, got "
+                f"{jnp.shape(self.unused)} {self.unused.dtype}"
+            )
+
+    def step(
+        self,
+        learned: jax.Array | None,
+        z_e: jax.Array,
+        indices: jax.Array,
+        rng: jax.Array,
+        *,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        restart_after: int = 0,
+        seed=False,
+    ) -> tuple[CodebookState, jax.Array | None, jax.Array]:
+        """The codebook's transforms after an optimiser step, in this order:
+
+        1. with an EMA codebook, ``ema_update`` on ``z_e`` and its ``indices``;
+        2. where ``seed`` holds (a bool, static or traced: e.g. "this is step 0"), every code
+           re-seeded from a row of ``z_e`` (the restart transform with every code counted
+           dead, under ``fold_in(rng, 1)``), so the codebook starts on the encoder's scale;
+        3. the unused counters (``update_unused``);
+        4. with ``restart_after > 0``, codes unused that long re-seeded from ``z_e`` under
+           ``rng`` (``restart_dead_codes`` or ``restart_dead_codes_ema``).
+
+        ``learned`` is the gradient-trained ``[K, D]`` codebook (after this step's update), or
+        ``None`` with an EMA one. Returns ``(state, learned, restarted)``: ``learned`` as changed
+        by steps 2 and 4 (``None`` with EMA) and the number of codes step 4 re-seeded (float32).
+        """
+        self.check(learned)
+        ema = self.ema
+        if ema is not None:
+            ema = ema_update(ema, z_e, indices, decay=decay, eps=eps)
+        if not (isinstance(seed, bool) and not seed):
+            every = jnp.where(seed, 1, 0) * jnp.ones_like(self.unused)
+            key = jax.random.fold_in(rng, 1)
+            if ema is not None:
+                ema, _ = restart_dead_codes_ema(ema, every, z_e, key, 1)
+            else:
+                learned, _ = restart_dead_codes(learned, every, z_e, key, 1)
+        unused = update_unused(self.unused, indices)
+        restarted = jnp.zeros((), jnp.float32)
+        if restart_after > 0:
+            restarted = jnp.sum(unused >= restart_after).astype(jnp.float32)
+            if ema is not None:
+                ema, unused = restart_dead_codes_ema(ema, unused, z_e, rng, restart_after)
+            else:
+                learned, unused = restart_dead_codes(learned, unused, z_e, rng, restart_after)
+        return CodebookState(ema=ema, unused=unused), learned, restarted

@@ -58,7 +58,7 @@ def test_prior_learns_the_codes_of_the_frozen_first_stage(first_stage, prior):
     # The VQ-VAE came in from its checkpoint and left training untouched.
     frozen = {
         "params": {k: v for k, v in vq_state.model.params.items()},
-        "codebook": vq_state.extra["ema"].codebook,
+        "codebook": vq_state.extra.ema.codebook,
     }
     for a, b in zip(leaves(frozen), leaves(state.frozen), strict=True):
         np.testing.assert_array_equal(a, b)

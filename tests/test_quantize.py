@@ -360,3 +360,97 @@ def test_restart_dead_codes_ema_keeps_state_consistent():
     for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(ema), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     np.testing.assert_array_equal(np.asarray(same_steps), np.asarray(steps))
+
+
+# --- CodebookState: init, check, step ------------------------------------------------------
+
+
+def _codebook_batch():
+    key = jax.random.PRNGKey(5)
+    codebook = jax.random.normal(key, (6, 3))
+    z_e = jax.random.normal(jax.random.fold_in(key, 1), (2, 4, 3)) + 5.0  # far from every code
+    indices = jnp.array([[0, 0, 1, 1], [0, 1, 1, 0]], jnp.int32)  # codes 2..5 unused
+    return codebook, z_e, indices
+
+
+def test_codebook_state_init_holds_the_ema_or_leaves_the_codebook_to_the_caller():
+    codebook, _, _ = _codebook_batch()
+    ema = vq.CodebookState.init(codebook, ema=True)
+    np.testing.assert_array_equal(ema.codebook(), codebook)
+    np.testing.assert_array_equal(ema.ema.cluster_size, np.ones(6))
+    assert ema.unused.shape == (6,) and ema.unused.dtype == jnp.int32 and not ema.unused.any()
+    learned = vq.CodebookState.init(codebook, ema=False)
+    assert learned.ema is None
+    np.testing.assert_array_equal(learned.codebook(codebook * 2), codebook * 2)
+    with pytest.raises(ValueError, match="holds no EMA: pass it"):
+        learned.codebook()
+
+
+def test_codebook_state_checks_name_what_is_inconsistent():
+    codebook, z_e, indices = _codebook_batch()
+    key = jax.random.PRNGKey(0)
+    ema = vq.CodebookState.init(codebook, ema=True)
+    with pytest.raises(ValueError, match="exactly when there is no EMA one"):
+        ema.step(codebook, z_e, indices, key)
+    with pytest.raises(ValueError, match="exactly when there is no EMA one"):
+        vq.CodebookState.init(codebook, ema=False).step(None, z_e, indices, key)
+    bad = ema.replace(unused=jnp.zeros((5,), jnp.int32))
+    with pytest.raises(ValueError, match=r"unused must be \[K\] = \(6,\) integers, got \(5,\)"):
+        bad.check()
+    with pytest.raises(ValueError, match=r"integers, got \(6,\) float32"):
+        ema.replace(unused=jnp.zeros((6,), jnp.float32)).check()
+
+
+@pytest.mark.parametrize("use_ema", [True, False])
+def test_codebook_state_step_is_the_update_the_counters_and_the_restarts_in_order(use_ema):
+    codebook, z_e, indices = _codebook_batch()
+    key = jax.random.PRNGKey(9)
+    state = vq.CodebookState.init(codebook, ema=use_ema)
+    state = state.replace(unused=jnp.array([0, 0, 2, 0, 2, 1], jnp.int32))
+    learned = None if use_ema else codebook
+    new, new_learned, restarted = state.step(
+        learned, z_e, indices, key, decay=0.9, eps=1e-5, restart_after=3
+    )
+    # by hand: EMA update, counters, then codes unused for 3 steps (2 and 4) re-seeded
+    unused = vq.update_unused(state.unused, indices)
+    if use_ema:
+        ema = vq.ema_update(state.ema, z_e, indices, decay=0.9, eps=1e-5)
+        ema, unused = vq.restart_dead_codes_ema(ema, unused, z_e, key, 3)
+        expected = ema.codebook
+        assert new_learned is None
+    else:
+        expected, unused = vq.restart_dead_codes(codebook, unused, z_e, key, 3)
+        np.testing.assert_array_equal(new_learned, expected)
+    np.testing.assert_array_equal(new.codebook(new_learned), expected)
+    np.testing.assert_array_equal(new.unused, unused)
+    np.testing.assert_array_equal(new.unused, [0, 0, 0, 1, 0, 2])
+    assert float(restarted) == 2.0
+    rows = np.asarray(z_e).reshape(-1, 3)
+    for k in (2, 4):  # re-seeded from the batch
+        assert np.min(np.abs(rows - np.asarray(expected)[k]).sum(axis=1)) < 1e-6
+
+
+@pytest.mark.parametrize("use_ema", [True, False])
+def test_codebook_state_seeding_puts_every_code_on_a_batch_vector(use_ema):
+    codebook, z_e, indices = _codebook_batch()
+    key = jax.random.PRNGKey(2)
+    state = vq.CodebookState.init(codebook, ema=use_ema)
+    learned = None if use_ema else codebook
+    rows = np.asarray(z_e).reshape(-1, 3)
+    every = jnp.ones((6,), jnp.int32)  # seeding is the restart with every code dead
+    if use_ema:
+        ema = vq.ema_update(state.ema, z_e, indices)
+        expected = vq.restart_dead_codes_ema(ema, every, z_e, jax.random.fold_in(key, 1), 1)[0]
+        expected = expected.codebook
+    else:
+        expected = vq.restart_dead_codes(codebook, every, z_e, jax.random.fold_in(key, 1), 1)[0]
+    for seed in (True, jnp.bool_(True)):  # static or traced
+        new, new_learned, _ = state.step(learned, z_e, indices, key, seed=seed)
+        np.testing.assert_array_equal(new.codebook(new_learned), expected)
+        for row in np.asarray(new.codebook(new_learned)):
+            assert np.min(np.abs(rows - row).sum(axis=1)) < 1e-6
+    for seed in (False, jnp.bool_(False)):
+        new, new_learned, _ = state.step(learned, z_e, indices, key, seed=seed)
+        moved = np.abs(np.asarray(new.codebook(new_learned)) - np.asarray(codebook)).max(axis=1)
+        # only the EMA's assigned codes 0 and 1 move; nothing is re-seeded
+        assert (moved[2:] < 1e-4).all() and (moved[:2] > 0.01).all() == use_ema

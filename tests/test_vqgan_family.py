@@ -11,7 +11,7 @@ from support import ROOT, load_config
 
 from jaxgen import quantize as vq
 from jaxgen.errors import ConfigError
-from jaxgen.families import vqgan
+from jaxgen.families import tokenizers, vqgan
 from jaxgen.losses import gan as gan_losses
 from jaxgen.nn.vqgan import PatchDiscriminator
 
@@ -56,7 +56,7 @@ def _naive_parts(config, state, x):
     d_params = state.players["discriminator"].params
 
     def parts(p):
-        cb = p["codebook"] if config.vq.codebook == "loss" else state.extra["ema"].codebook
+        cb = p["codebook"] if config.vq.codebook == "loss" else state.extra.ema.codebook
         z_e = vqgan.encode(config, p, x)
         q = vq.quantize(z_e, cb)
         x_hat = vqgan.decode(config, p, q.z_q)
@@ -301,7 +301,7 @@ def test_tokenizer_round_trip_uses_the_codebook():
     config = _config()
     state = _state(config)
     tok = vqgan.tokenizer(config)
-    frozen = vqgan.tokenizer_params(config, state)
+    frozen = tokenizers.vq_tokenizer_params(config, state)
     codes = tok.encode(frozen, _batch()["image"])
     assert codes.shape == (8, *tok.grid_shape) and tok.grid_shape == (4, 4)
     images = tok.decode(frozen, codes)
@@ -328,7 +328,7 @@ def test_a_prior_trains_over_a_vqgan_workdir_and_decodes_through_it(tmp_path):
     prior.first_stage.workdir = str(tmp_path / "vqgan")
     prior.train.num_steps = 2
     state, _ = loop.train_and_evaluate(prior, str(tmp_path / "prior"))
-    np.testing.assert_array_equal(state.frozen["codebook"], vqgan.codebook_of(tok_state))
+    np.testing.assert_array_equal(state.frozen["codebook"], tokenizers.codebook_of(tok_state))
     setup, restored = loop.restore_for_inference(str(tmp_path / "prior"))
     images, _ = sampling.generate(setup, restored, jax.random.PRNGKey(0), 4, {"label": 1})
     assert images.shape == (4, 16, 16, 1)

@@ -14,7 +14,7 @@ from jaxgen.data import load_splits, train_batch
 from jaxgen.engine import loop
 from jaxgen.engine.metrics import read_metrics
 from jaxgen.errors import ConfigError
-from jaxgen.families import vqvae
+from jaxgen.families import tokenizers, vqvae
 from jaxgen.families.common import to_unit_interval
 
 
@@ -79,20 +79,18 @@ def test_each_loss_term_reaches_exactly_the_parameters_the_paper_says():
 def test_ema_codebook_gets_no_gradient_and_moves_by_its_own_update():
     config = _config()
     state, batch = _state_and_batch(config)
-    assert "codebook" not in state.model.params and state.extra["ema"] is not None
+    assert "codebook" not in state.model.params and state.extra.ema is not None
     config.vq.restart_after = 0
     new, metrics = jax.jit(functools.partial(vqvae.train_step, config))(state, batch)
 
     @jax.jit
     def by_hand(state):
         z_e = vqvae.encode(config, state.model.params, to_unit_interval(batch["image"]))
-        indices = vq.nearest_code(z_e, state.extra["ema"].codebook)[0]
-        return vq.ema_update(
-            state.extra["ema"], z_e, indices, config.vq.ema_decay, config.vq.ema_eps
-        )
+        indices = vq.nearest_code(z_e, state.extra.ema.codebook)[0]
+        return vq.ema_update(state.extra.ema, z_e, indices, config.vq.ema_decay, config.vq.ema_eps)
 
     expected = by_hand(state)
-    np.testing.assert_allclose(new.extra["ema"].codebook, expected.codebook, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new.extra.ema.codebook, expected.codebook, rtol=1e-5, atol=1e-6)
     assert float(metrics["vq_loss"]) > 0  # reported, though not trained on
 
 
@@ -119,19 +117,19 @@ def test_dead_codes_are_restarted_inside_the_step_from_encoder_outputs():
     z_e, chosen = jax.jit(
         lambda s: (
             z := vqvae.encode(config, s.model.params, x),
-            vq.nearest_code(z, s.extra["ema"].codebook)[0],
+            vq.nearest_code(z, s.extra.ema.codebook)[0],
         )
     )(state)  # what step 1 sees
     used = np.zeros(config.vq.num_codes, bool)
     used[np.asarray(chosen).ravel()] = True
     new, metrics = step(state, batch)
-    restarted = (np.asarray(new.extra["unused"]) == 0) & ~used
+    restarted = (np.asarray(new.extra.unused) == 0) & ~used
     assert restarted.sum() == float(metrics["restarted"]) > 0
     # Each restarted row is a copy of one of the batch's encoder outputs.
     flat = np.asarray(z_e).reshape(-1, config.vq.dim)
-    for row in np.asarray(new.extra["ema"].codebook)[restarted]:
+    for row in np.asarray(new.extra.ema.codebook)[restarted]:
         assert np.min(np.abs(flat - row).max(axis=1)) < 1e-6
-    np.testing.assert_array_equal(np.asarray(new.extra["ema"].cluster_size)[restarted], 1.0)
+    np.testing.assert_array_equal(np.asarray(new.extra.ema.cluster_size)[restarted], 1.0)
 
 
 def test_eight_device_steps_equal_one_device_steps_with_ema_and_restarts():
@@ -139,7 +137,7 @@ def test_eight_device_steps_equal_one_device_steps_with_ema_and_restarts():
     config.train.batch_size = 16
     sharded, m8 = run_steps(config, jax.devices(), 3)
     single, m1 = run_steps(config, jax.devices()[:1], 3)
-    assert len(sharded.extra["ema"].codebook.sharding.device_set) == 8
+    assert len(sharded.extra.ema.codebook.sharding.device_set) == 8
     for a, b in zip(leaves(sharded), leaves(single), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
@@ -198,7 +196,7 @@ def test_seeding_puts_every_code_on_an_encoder_output_of_the_first_batch(codeboo
     z_e = jax.jit(lambda s: vqvae.encode(config, s.model.params, x))(state)
     seeded, _ = step(state, batch)
     flat = np.asarray(z_e).reshape(-1, config.vq.dim)
-    for row in np.asarray(vqvae.codebook_of(seeded)):
+    for row in np.asarray(tokenizers.codebook_of(seeded)):
         assert np.min(np.abs(flat - row).max(axis=1)) < 1e-6
     # only step 0 seeds: a later step leaves every row where its own update puts it (up to
     # float rounding: the two programs fuse differently)
@@ -208,7 +206,7 @@ def test_seeding_puts_every_code_on_an_encoder_output_of_the_first_batch(codeboo
     config.vq.seed_from_data = True
     again, _ = step(later, batch)
     np.testing.assert_allclose(
-        vqvae.codebook_of(again), vqvae.codebook_of(expected), rtol=1e-6, atol=1e-7
+        tokenizers.codebook_of(again), tokenizers.codebook_of(expected), rtol=1e-6, atol=1e-7
     )
 
 
@@ -236,3 +234,25 @@ def test_restarts_of_a_seeded_loss_codebook_do_not_shock_the_decoder():
     first = next(i for i, r in enumerate(restarted) if r > 0)
     assert restarted[first] > 50, restarted  # many codes were re-seeded at once
     assert max(mse[first + 1 : first + 4]) < 2 * mse[first], (first, mse)
+
+
+@pytest.mark.parametrize("codebook", ["loss", "ema"])
+@pytest.mark.slow
+def test_a_checkpoint_of_the_dict_codebook_layout_restores_into_codebook_state(codebook, tmp_path):
+    """Runs saved before the codebook state had a type kept ``extra = {"ema", "unused"}``; the
+    checkpoint names the same leaves, so it restores into ``quantize.CodebookState``."""
+    from jaxgen.engine.checkpoint import Checkpointer
+
+    config = _config() if codebook == "ema" else _config("loss")
+    state, _ = _state_and_batch(config)
+    assert isinstance(state.extra, vq.CodebookState)
+    unused = jnp.arange(config.vq.num_codes, dtype=jnp.int32)
+    old = state.replace(extra={"ema": state.extra.ema, "unused": unused})
+    checkpoints = Checkpointer(str(tmp_path), keep=1)
+    assert checkpoints.save(1, old)
+    checkpoints.close()
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    restored = Checkpointer(str(tmp_path), keep=1).restore(abstract)
+    assert isinstance(restored.extra, vq.CodebookState)
+    np.testing.assert_array_equal(restored.extra.unused, unused)
+    np.testing.assert_array_equal(tokenizers.codebook_of(restored), tokenizers.codebook_of(state))

@@ -33,8 +33,8 @@ batch ``x``:
    taming-transformers runs (its issues #44 and #93), so it can train alone for a while first.
    Before its start a phase changes nothing: no update, no gradient (on accelerators a
    ``lax.cond`` also skips its compute; on CPU it is computed and discarded, see ``_when``).
-3. The codebook's state transforms, as in the VQ-VAE (``vqvae.codebook_step``): EMA update,
-   unused counters, dead-code restarts.
+3. The codebook's state transforms, as in the VQ-VAE (``tokenizers.codebook_step``): EMA
+   update, unused counters, dead-code restarts.
 
 The perceptual network's weights (LPIPS on VGG16, ``jaxgen.losses.lpips``) are constants; they
 live in ``State.frozen`` (no optimiser, no gradient) so that the jitted step takes them as an
@@ -51,7 +51,7 @@ import jax.numpy as jnp
 
 from jaxgen import quantize as vq
 from jaxgen.errors import ConfigError
-from jaxgen.families import Capabilities, Family, Tokenizer, vqvae
+from jaxgen.families import Capabilities, Family, Tokenizer, tokenizers
 from jaxgen.families.common import (
     check_choice,
     check_int,
@@ -60,6 +60,7 @@ from jaxgen.families.common import (
     to_model_range,
 )
 from jaxgen.families.state import State, TrainState, global_norm
+from jaxgen.families.tokenizers import nets
 from jaxgen.losses import gan as gan_losses
 from jaxgen.nn.vqgan import PATCH_NORMS, PatchDiscriminator, VQGANAutoencoder, apply_conv_out
 
@@ -106,7 +107,7 @@ def adversarial(config) -> bool:
 
 def validate_config(config) -> None:
     v, m, d = config.vqgan, config.model, config.disc
-    vqvae.check_vq(config)
+    tokenizers.check_vq(config)
     check_choice(config, "vqgan.rec_loss", REC_LOSSES)
     check_choice(config, "vqgan.gan_loss", GAN_LOSSES)
     check_choice(config, "disc.norm", PATCH_NORMS)
@@ -177,7 +178,7 @@ def _perceptual_params(config):
 def init(config, rng: jax.Array, example_batch) -> State:
     x = to_model_range(example_batch["image"])
     params = dict(build_model(config).init(jax.random.fold_in(rng, 0), x)["params"])
-    params, extra = vqvae.with_codebook(config, params, jax.random.fold_in(rng, 1))
+    params, extra = tokenizers.codebook_init(config, params, jax.random.fold_in(rng, 1))
     d_params = build_discriminator(config).init(jax.random.fold_in(rng, 2), x)["params"]
     players = {
         "model": TrainState.create(params, make_optimizer(config.optimizer)),
@@ -187,53 +188,30 @@ def init(config, rng: jax.Array, example_batch) -> State:
     return State.create(rng, players, extra=extra, frozen=frozen)
 
 
-codebook_of = vqvae.codebook_of
-
-
 def encode(config, params, x: jax.Array) -> jax.Array:
     """``z_e: [B, h, w, D]`` for images ``x`` on ``[-1, 1]``."""
-    return build_model(config).apply(
-        {"params": vqvae.nets(params)}, x, method=VQGANAutoencoder.encode
-    )
+    return build_model(config).apply({"params": nets(params)}, x, method=VQGANAutoencoder.encode)
 
 
 def decode_body(config, params, z_q: jax.Array) -> jax.Array:
     return build_model(config).apply(
-        {"params": vqvae.nets(params)}, z_q, method=VQGANAutoencoder.decode_body
+        {"params": nets(params)}, z_q, method=VQGANAutoencoder.decode_body
     )
 
 
 def decode(config, params, z_q: jax.Array) -> jax.Array:
     """Decoder output on the ``[-1, 1]`` scale (unclipped)."""
-    return build_model(config).apply(
-        {"params": vqvae.nets(params)}, z_q, method=VQGANAutoencoder.decode
-    )
-
-
-def tokenizer_params(config, state: State) -> dict:
-    del config
-    return {"params": vqvae.nets(state.players["model"].params), "codebook": codebook_of(state)}
-
-
-def encode_to_indices(config, frozen: dict, images: jax.Array) -> jax.Array:
-    """uint8 images -> int32 code indices ``[B, h, w]``."""
-    z_e = encode(config, frozen["params"], to_model_range(images))
-    return vq.nearest_code(z_e, frozen["codebook"])[0]
-
-
-def decode_indices(config, frozen: dict, indices: jax.Array) -> jax.Array:
-    """Code indices ``[B, h, w]`` -> images in ``[0, 1]``."""
-    codes = jnp.take(frozen["codebook"], indices, axis=0)
-    return jnp.clip((decode(config, frozen["params"], codes) + 1.0) / 2.0, 0.0, 1.0)
+    return build_model(config).apply({"params": nets(params)}, z_q, method=VQGANAutoencoder.decode)
 
 
 def tokenizer(config) -> Tokenizer:
-    return Tokenizer(
-        num_codes=config.vq.num_codes,
-        grid_shape=latent_shape(config),
-        image_shape=tuple(config.data.image_shape),
-        encode=lambda frozen, images: encode_to_indices(config, frozen, images),
-        decode=lambda frozen, codes: decode_indices(config, frozen, codes),
+    """The VQ-GAN as a first stage: K codes on an ``(h, w)`` grid, pixels on ``[-1, 1]``."""
+    return tokenizers.vq_tokenizer(
+        config,
+        latent_shape(config),
+        lambda params, x: encode(config, params, x),
+        lambda params, z_q: decode(config, params, z_q),
+        pixels="model",
     )
 
 
@@ -314,7 +292,7 @@ def autoencoder_grads(config, state: State, x: jax.Array):
     beta = config.vq.beta
 
     def up_to_last_layer(p):
-        cb = jax.lax.stop_gradient(state.extra["ema"].codebook) if ema else p["codebook"]
+        cb = jax.lax.stop_gradient(state.extra.ema.codebook) if ema else p["codebook"]
         z_e = encode(config, p, x)
         q = vq.quantize(z_e, cb)
         commit = vq.commitment_loss(z_e, q.codes, beta=beta)
@@ -405,7 +383,7 @@ def train_step(config, state: State, batch) -> tuple[State, dict]:
         )
         metrics.update(d_metrics)
 
-    params, extra, restarted = vqvae.codebook_step(config, model.params, state, z_e, indices)
+    params, extra, restarted = tokenizers.codebook_step(config, model.params, state, z_e, indices)
     metrics["restarted"] = restarted
     new_state = state.advance(model=model.replace(params=params), discriminator=disc)
     return new_state.replace(extra=extra), metrics
@@ -415,13 +393,13 @@ def eval_step(config, state: State, batch) -> dict:
     """Reconstruction figures on the ``[0, 1]`` scale (MSE, PSNR, L1, LPIPS when the config uses
     it), the codebook terms, and the batch's code histogram ``codes`` (summed over the pass)."""
     x = to_model_range(batch["image"])
-    frozen = tokenizer_params(config, state)
+    frozen = tokenizers.vq_tokenizer_params(config, state)
     z_e = encode(config, frozen["params"], x)
     q = vq.quantize(z_e, frozen["codebook"])
     x_hat = jnp.clip(decode(config, frozen["params"], q.z_q), -1.0, 1.0)
     unit, unit_hat = (x + 1.0) / 2.0, (x_hat + 1.0) / 2.0
     return {
-        **vqvae.reconstruction_figures(unit, unit_hat),
+        **tokenizers.reconstruction_figures(unit, unit_hat),
         "l1": jnp.mean(jnp.abs(unit_hat - unit)),
         "lpips": perceptual(config, state.frozen, x_hat, x),
         "commit_loss": vq.commitment_loss(z_e, q.codes, beta=config.vq.beta),
@@ -433,8 +411,9 @@ def eval_step(config, state: State, batch) -> dict:
 
 def reconstruct(config, state: State, images: jax.Array) -> jax.Array:
     """Reconstructions through the codebook: ``[B, H, W, C]`` in ``[0, 1]``."""
-    frozen = tokenizer_params(config, state)
-    return decode_indices(config, frozen, encode_to_indices(config, frozen, images))
+    return tokenizers.round_trip(
+        tokenizer(config), tokenizers.vq_tokenizer_params(config, state), images
+    )
 
 
 FAMILY = Family(
@@ -447,5 +426,5 @@ FAMILY = Family(
     eval_reductions={"codes": "histogram"},
     reconstruct=reconstruct,
     tokenizer=tokenizer,
-    tokenizer_params=tokenizer_params,
+    tokenizer_params=tokenizers.vq_tokenizer_params,
 )

@@ -29,21 +29,15 @@ import jax.numpy as jnp
 
 from jaxgen import quantize as vq
 from jaxgen.errors import ConfigError
-from jaxgen.families import Capabilities, Family, Tokenizer
-from jaxgen.families.common import (
-    check_choice,
-    check_optimizer,
-    make_optimizer,
-    to_unit_interval,
-)
+from jaxgen.families import Capabilities, Family, Tokenizer, tokenizers
+from jaxgen.families.common import check_optimizer, make_optimizer, to_unit_interval
 from jaxgen.families.state import State, TrainState, gradient_step
+from jaxgen.families.tokenizers import codebook_of, nets
 from jaxgen.nn.vqvae import VQVAE
 
-CODEBOOKS = ("ema", "loss")
-
 # State layout: players["model"].params holds the encoder, the decoder and, when
-# vq.codebook == 'loss', the codebook; extra = {"ema": quantize.EmaCodebook (vq.codebook ==
-# 'ema') or None, "unused": [K] int32 steps since each code was last chosen}.
+# vq.codebook == 'loss', the codebook; extra is the quantize.CodebookState (the EMA codebook
+# when vq.codebook == 'ema', and the unused-step counters).
 
 
 def build_model(config) -> VQVAE:
@@ -64,30 +58,8 @@ def latent_shape(config) -> tuple[int, int]:
     return h // factor, w // factor
 
 
-def check_vq(config) -> None:
-    """The ``vq`` section's checks, shared with the VQ-GAN."""
-    check_choice(config, "vq.codebook", CODEBOOKS)
-    for key in ("num_codes", "dim"):
-        if not isinstance(config.vq[key], int) or config.vq[key] < 1:
-            raise ConfigError(f"vq.{key}={config.vq[key]!r} must be a positive integer")
-    if config.vq.beta < 0:
-        raise ConfigError(f"vq.beta={config.vq.beta!r} must be >= 0 (0.25 in the paper)")
-    if not 0 <= config.vq.ema_decay < 1:
-        raise ConfigError(f"vq.ema_decay={config.vq.ema_decay!r} must be in [0, 1) (e.g. 0.99)")
-    if not config.vq.ema_eps > 0:
-        raise ConfigError(f"vq.ema_eps={config.vq.ema_eps!r} must be > 0 (e.g. 1e-5)")
-    seed = config.vq.get("seed_from_data", False)  # absent in runs saved before 2026-12-03
-    if not isinstance(seed, bool):
-        raise ConfigError(f"vq.seed_from_data={seed!r} must be True or False")
-    if not isinstance(config.vq.restart_after, int) or config.vq.restart_after < 0:
-        raise ConfigError(
-            f"vq.restart_after={config.vq.restart_after!r} must be an integer >= 0 "
-            "(0: no dead-code restarts)"
-        )
-
-
 def validate_config(config) -> None:
-    check_vq(config)
+    tokenizers.check_vq(config)
     check_optimizer(config.optimizer)
     factor = 2 ** len(config.model.channels)
     h, w, _ = config.data.image_shape
@@ -99,47 +71,17 @@ def validate_config(config) -> None:
         )
 
 
-def _init_codebook(config, rng: jax.Array) -> jax.Array:
-    k = config.vq.num_codes
-    return jax.random.uniform(rng, (k, config.vq.dim), jnp.float32, -1.0 / k, 1.0 / k)
-
-
 def capabilities(config) -> Capabilities:
     del config
     return Capabilities(reconstructs=True, is_tokenizer=True)
 
 
-def with_codebook(config, params: dict, rng: jax.Array) -> tuple[dict, dict]:
-    """A new codebook for ``params`` (the networks' parameters): ``(params, extra)``, the
-    codebook in ``params["codebook"]`` when the loss learns it, else in ``extra["ema"]``, and
-    ``extra["unused"]`` the zeroed counters. The VQ-GAN shares it."""
-    codebook = _init_codebook(config, rng)
-    ema = None
-    if config.vq.codebook == "ema":
-        ema = vq.ema_init(codebook)
-    else:
-        params = {**params, "codebook": codebook}
-    unused = jnp.zeros((config.vq.num_codes,), jnp.int32)
-    return params, {"ema": ema, "unused": unused}
-
-
 def init(config, rng: jax.Array, example_batch) -> State:
     x = to_unit_interval(example_batch["image"])
     params = dict(build_model(config).init(jax.random.fold_in(rng, 0), x)["params"])
-    params, extra = with_codebook(config, params, jax.random.fold_in(rng, 1))
+    params, extra = tokenizers.codebook_init(config, params, jax.random.fold_in(rng, 1))
     model = TrainState.create(params, make_optimizer(config.optimizer))
     return State.create(rng, {"model": model}, extra=extra)
-
-
-def codebook_of(state: State) -> jax.Array:
-    """The ``[K, D]`` codebook in use."""
-    ema = state.extra["ema"]
-    return ema.codebook if ema is not None else state.model.params["codebook"]
-
-
-def nets(params) -> dict:
-    """The networks' parameters without the codebook."""
-    return {k: v for k, v in params.items() if k != "codebook"}
 
 
 def encode(config, params, x: jax.Array) -> jax.Array:
@@ -152,32 +94,14 @@ def decode(config, params, z_q: jax.Array) -> jax.Array:
     return build_model(config).apply({"params": nets(params)}, z_q, method=VQVAE.decode)
 
 
-def tokenizer_params(config, state: State) -> dict:
-    """What the tokenizer needs of a trained state: ``{"params": nets, "codebook": [K, D]}``."""
-    del config
-    return {"params": nets(state.model.params), "codebook": codebook_of(state)}
-
-
-def encode_to_indices(config, frozen: dict, images: jax.Array) -> jax.Array:
-    """uint8 images -> int32 code indices ``[B, h, w]`` (``frozen``: ``tokenizer_params``)."""
-    z_e = encode(config, frozen["params"], to_unit_interval(images))
-    return vq.nearest_code(z_e, frozen["codebook"])[0]
-
-
-def decode_indices(config, frozen: dict, indices: jax.Array) -> jax.Array:
-    """Code indices ``[B, h, w]`` -> images in ``[0, 1]`` (``frozen``: ``tokenizer_params``)."""
-    codes = jnp.take(frozen["codebook"], indices, axis=0)
-    return jnp.clip(decode(config, frozen["params"], codes), 0.0, 1.0)
-
-
 def tokenizer(config) -> Tokenizer:
-    """The VQ-VAE as a first stage: K codes on an ``(h, w)`` grid."""
-    return Tokenizer(
-        num_codes=config.vq.num_codes,
-        grid_shape=latent_shape(config),
-        image_shape=tuple(config.data.image_shape),
-        encode=lambda frozen, images: encode_to_indices(config, frozen, images),
-        decode=lambda frozen, codes: decode_indices(config, frozen, codes),
+    """The VQ-VAE as a first stage: K codes on an ``(h, w)`` grid, pixels on ``[0, 1]``."""
+    return tokenizers.vq_tokenizer(
+        config,
+        latent_shape(config),
+        lambda params, x: encode(config, params, x),
+        lambda params, z_q: decode(config, params, z_q),
+        pixels="unit",
     )
 
 
@@ -206,62 +130,18 @@ def loss_fn(config, params, codebook: jax.Array, x: jax.Array):
     return loss, (metrics, z_e, q.indices, x_hat)
 
 
-def codebook_step(config, params, state: State, z_e: jax.Array, indices: jax.Array):
-    """The codebook's explicit state transforms after a gradient step: at step 0 with
-    ``vq.seed_from_data``, every code seeded from the batch's encoder outputs; the EMA update
-    (with ``vq.codebook == 'ema'``), the unused-step counters and dead-code restarts. ``z_e`` and
-    ``indices`` are the step's encoder outputs and codes; ``params`` the updated parameters
-    (holding the codebook when it is learned by the loss). Returns ``(params, extra,
-    restarted)``, ``extra`` being ``{"ema", "unused"}``. The VQ-GAN shares it."""
-    ema = config.vq.codebook == "ema"
-    ema_state = state.extra["ema"]
-    if ema:
-        ema_state = vq.ema_update(
-            ema_state, z_e, indices, decay=config.vq.ema_decay, eps=config.vq.ema_eps
-        )
-    if config.vq.get("seed_from_data", False):
-        # Step 0: every code becomes one of the first batch's encoder outputs (the restart
-        # transform with every code counted dead), so the codebook starts on the encoder's scale.
-        first = jnp.where(state.step == 0, 1, 0) * jnp.ones_like(state.extra["unused"])
-        key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 1)
-        if ema:
-            ema_state, _ = vq.restart_dead_codes_ema(ema_state, first, z_e, key, 1)
-        else:
-            codebook, _ = vq.restart_dead_codes(params["codebook"], first, z_e, key, 1)
-            params = {**params, "codebook": codebook}
-    unused = vq.update_unused(state.extra["unused"], indices)
-    restarted = jnp.zeros((), jnp.float32)
-    if config.vq.restart_after > 0:
-        rng = jax.random.fold_in(state.rng, state.step)
-        restarted = jnp.sum(unused >= config.vq.restart_after).astype(jnp.float32)
-        if ema:
-            ema_state, unused = vq.restart_dead_codes_ema(
-                ema_state, unused, z_e, rng, config.vq.restart_after
-            )
-        else:
-            codebook, unused = vq.restart_dead_codes(
-                params["codebook"], unused, z_e, rng, config.vq.restart_after
-            )
-            params = {**params, "codebook": codebook}
-    return params, {"ema": ema_state, "unused": unused}, restarted
-
-
 def train_step(config, state: State, batch) -> tuple[State, dict]:
     x = to_unit_interval(batch["image"])
-    ema = config.vq.codebook == "ema"
-    if ema:
 
-        def objective(params):
-            return loss_fn(config, params, jax.lax.stop_gradient(state.extra["ema"].codebook), x)
-    else:
-
-        def objective(params):
-            return loss_fn(config, params, params["codebook"], x)
+    def objective(params):
+        if tokenizers.uses_ema(config):  # the EMA codebook is a constant of the loss
+            return loss_fn(config, params, jax.lax.stop_gradient(state.extra.ema.codebook), x)
+        return loss_fn(config, params, params["codebook"], x)
 
     model, (metrics, z_e, indices, _), grad_norm = gradient_step(
         state.model, make_optimizer(config.optimizer), objective
     )
-    params, extra, restarted = codebook_step(config, model.params, state, z_e, indices)
+    params, extra, restarted = tokenizers.codebook_step(config, model.params, state, z_e, indices)
     metrics["grad_norm"] = grad_norm
     metrics["restarted"] = restarted
     new_state = state.advance(model=model.replace(params=params))
@@ -274,26 +154,16 @@ def eval_step(config, state: State, batch) -> dict:
     x = to_unit_interval(batch["image"])
     _, (metrics, _, indices, x_hat) = loss_fn(config, state.model.params, codebook_of(state), x)
     metrics = {k: v for k, v in metrics.items() if k != "loss"}
-    metrics.update(reconstruction_figures(x, x_hat))
+    metrics.update(tokenizers.reconstruction_figures(x, x_hat))
     metrics["codes"] = vq.code_counts(indices, config.vq.num_codes)
     return metrics
 
 
-def reconstruction_figures(x: jax.Array, x_hat: jax.Array) -> dict:
-    """``mse`` and ``psnr`` (mean over images of each image's PSNR) of reconstructions on the
-    ``[0, 1]`` scale, clipped to it first, as an image viewer sees them. Shared by the
-    tokenizers so their figures mean the same."""
-    per_image = jnp.mean((jnp.clip(x_hat, 0.0, 1.0) - x) ** 2, axis=(1, 2, 3))
-    return {
-        "mse": per_image.mean(),
-        "psnr": jnp.mean(-10.0 * jnp.log10(jnp.maximum(per_image, 1e-10))),
-    }
-
-
 def reconstruct(config, state: State, images: jax.Array) -> jax.Array:
     """Reconstructions through the codebook: ``[B, H, W, C]`` in ``[0, 1]``."""
-    frozen = tokenizer_params(config, state)
-    return decode_indices(config, frozen, encode_to_indices(config, frozen, images))
+    return tokenizers.round_trip(
+        tokenizer(config), tokenizers.vq_tokenizer_params(config, state), images
+    )
 
 
 FAMILY = Family(
@@ -306,5 +176,5 @@ FAMILY = Family(
     eval_reductions={"codes": "histogram"},
     reconstruct=reconstruct,
     tokenizer=tokenizer,
-    tokenizer_params=tokenizer_params,
+    tokenizer_params=tokenizers.vq_tokenizer_params,
 )
