@@ -5,6 +5,7 @@ import itertools
 import pytest
 from support import CONFIGS, ROOT, config_module, load_config, offline_data
 
+import jaxgen.eval  # noqa: F401  (registers the 'samples' evaluation that gan:fd asks for)
 from jaxgen.engine import loop
 from jaxgen.engine.config import validate
 from jaxgen.errors import ConfigError

@@ -100,6 +100,16 @@ print(sorted(evals._TYPES))
     assert lines[2] == "['held_out', 'samples']"
 
 
+def test_inference_does_not_need_the_evaluation_types(tiny_vae_config):
+    """``sample.py`` restores a run without importing what registered its evaluations."""
+    from jaxgen.engine.config import validate
+
+    tiny_vae_config.evals = {"fd": {"type": "registered_elsewhere"}}
+    validate(tiny_vae_config, num_devices=8, need_data=False)
+    with pytest.raises(ConfigError, match="'registered_elsewhere' is not a registered"):
+        validate(tiny_vae_config, num_devices=8)
+
+
 def test_config_flag_takes_a_file_or_a_built_in_config_by_name(tmp_path, monkeypatch):
     from jaxgen import configs
 
