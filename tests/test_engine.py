@@ -97,3 +97,36 @@ def test_eval_only_uses_the_run_and_new_eval_settings(tiny_vae_config, tmp_path)
     assert rows and rows[-1]["nll_iwae"] == pytest.approx(metrics["nll_iwae"])
     with open(os.path.join(workdir, "config.json")) as f:
         assert json.load(f)["family"] == "vae"
+
+
+@pytest.mark.slow
+def test_periodic_actions_run_on_their_schedules_and_a_stop_skips_evals_and_grids(
+    tiny_vae_config, tmp_path
+):
+    """Train rows every log_every steps and at the end, evals and sample grids every so many
+    steps before the last (then once as the final ones), checkpoints every checkpoint_every
+    steps and at the end; a stop logs and checkpoints its step but runs no eval or grid."""
+    config = tiny_vae_config
+    config.train.update(num_steps=8, log_every=4, eval_every=2, sample_every=3, checkpoint_every=4)
+    config.train.keep_checkpoints = 5
+
+    def schedule(workdir):
+        rows = read_metrics(workdir)
+        folder = os.path.join(workdir, "samples")
+        grids = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        splits = {s: [r["step"] for r in rows if r["split"] == s] for s in ("train", "eval")}
+        return splits, grids, Checkpointer(workdir).all_steps()
+
+    whole = str(tmp_path / "whole")
+    _, summary = loop.train_and_evaluate(config, whole)
+    assert schedule(whole) == (
+        {"train": [4, 8], "eval": [2, 4, 6, 8]},
+        ["step_0000003.png", "step_0000006.png", "step_0000008.png"],
+        [4, 8],
+    )
+    assert summary["samples"].endswith("step_0000008.png") and "nll_iwae" in summary["eval"]
+
+    stopped = str(tmp_path / "stopped")
+    _, summary = loop.train_and_evaluate(config, stopped, stop_at_step=6)
+    assert summary["stopped_early"] and "eval" not in summary and "samples" not in summary
+    assert schedule(stopped) == ({"train": [4, 6], "eval": [2, 4]}, ["step_0000003.png"], [4, 6])

@@ -1,5 +1,6 @@
 """The training loop: build the mesh, initialise or restore state into its sharding, then jit the
-family's step once and run it, with logging, evaluation, sample grids and checkpoints.
+family's step once and run it. After each step the periodic actions (train log, evaluations,
+sample grid, checkpoint) each decide in ``maybe_run(step, state)`` whether it is their turn.
 
 Preemption: SIGTERM or Ctrl-C (SIGINT) sets a flag (``signals``); the loop finishes the step it
 is in, writes a checkpoint and returns; during start-up or an evaluation it stops there. Starting
@@ -49,10 +50,6 @@ from jaxgen.engine.mesh import (
 from jaxgen.engine.metrics import MetricsWriter
 from jaxgen.errors import ConfigError, TrainingError
 from jaxgen.families import Capabilities, Family, get_family
-
-# Kept importable from here: tests and benchmarks call them by these names.
-run_eval = evals_lib.run_held_out
-_compile_eval = evals_lib.compile_eval_step
 
 
 def example_batch(config, num: int, batches_per_step: int = 1) -> dict[str, np.ndarray]:
@@ -245,13 +242,17 @@ class _Finiteness:
     """Collects each step's finite-metric flags and reads them only when needed (at logs and
     before checkpoints), so checking costs no device sync per step."""
 
-    def __init__(self, names: list[str], policy: str):
-        self.names, self.policy = names, policy
+    def __init__(self, policy: str):
+        self.policy = policy
+        self.names: list[str] | None = None  # the metrics' names, known after the first step
         self.pending: list[tuple[int, jax.Array]] = []
         self.skipped = 0
         self.error: str | None = None
 
-    def add(self, step: int, finite) -> None:
+    def add(self, step: int, metrics: dict, finite) -> None:
+        """``finite``: one flag per metric of ``metrics``, by sorted name."""
+        if self.names is None:
+            self.names = sorted(metrics)
         self.pending.append((step, finite))
 
     def settle(self, newest_finite: int | None, raise_now: bool = True) -> int:
@@ -305,10 +306,17 @@ def train_and_evaluate(
     Returns ``(state, summary)``.
     """
     with signals.StopFlag() as stop:
-        return _train(config, workdir, devices, stop_at_step, allow_config_change, stop)
+        return _train(
+            config,
+            workdir,
+            devices=devices,
+            stop_at_step=stop_at_step,
+            allow_config_change=allow_config_change,
+            stop=stop,
+        )
 
 
-def _train(config, workdir, devices, stop_at_step, allow_config_change, stop):
+def _train(config, workdir: str, *, devices, stop_at_step, allow_config_change: bool, stop):
     t_start = time.time()
     is_main = jax.process_index() == 0
     setup = make_setup(config, devices)
@@ -338,9 +346,17 @@ def _train(config, workdir, devices, stop_at_step, allow_config_change, stop):
                     state = jax.device_put(state, setup.state_sharding)
             ckpt_lib.save_config(workdir, cfg)
             state, summary = _loop(
-                setup, state, workdir, checkpoints, evaluators, train_split, resumed_from,
-                stop_at_step, stop, say,
-            )  # fmt: skip
+                setup,
+                state,
+                workdir=workdir,
+                checkpoints=checkpoints,
+                evaluators=evaluators,
+                train_split=train_split,
+                resumed_from=resumed_from,
+                stop_at_step=stop_at_step,
+                stop=stop,
+                say=say,
+            )
         finally:
             checkpoints.close()
     summary.update(
@@ -386,27 +402,156 @@ def _check_resume_config(cfg, workdir, allow: bool, say) -> None:
         say("resuming with config changes (stored -> given): " + "; ".join(diffs))
 
 
-def _loop(setup, state, workdir, checkpoints, evaluators, train_split, resumed_from,
-          stop_at_step, stop, say):  # fmt: skip
-    cfg, family, mesh, caps = setup.config, setup.family, setup.mesh, setup.caps
+class _CheckpointSaves:
+    """Saves every ``train.checkpoint_every`` steps and, in ``flush``, at the step training ended
+    on; only a state whose metrics and arrays are all finite is saved."""
+
+    def __init__(self, checkpoints, *, every: int, finiteness: _Finiteness, last_saved):
+        self.checkpoints, self.every, self.finiteness = checkpoints, every, finiteness
+        self.last_saved: int | None = last_saved  # newest step on disk (None: none yet)
+
+    def maybe_run(self, step: int, state, *, stopping: bool) -> None:
+        if self.every and step % self.every == 0:
+            self.save(step, state)
+
+    def save(self, step: int, state, force: bool = False) -> None:
+        self.finiteness.settle(self.last_saved)
+        if not bool(_all_finite(state)):
+            raise TrainingError(
+                f"the state at step {step} holds NaN or Inf values; it was not saved (the "
+                f"newest finite checkpoint, step {self.last_saved}, stays the latest)"
+            )
+        self.checkpoints.save(step, state, force=force)
+        self.last_saved = step
+
+    def flush(self, state) -> int:
+        """Save the final state unless it is saved already, and wait for the writes; returns
+        its step."""
+        step = int(state.step)
+        if self.last_saved != step:
+            self.save(step, state, force=True)
+        self.checkpoints.wait()
+        return step
+
+
+class _TrainLog:
+    """A row of train metrics in ``metrics.jsonl`` and the progress bar every ``train.log_every``
+    steps, at the last step and when stopping, with the examples per second since the previous
+    row. A divergence (``train.nonfinite='stop'``) is raised after its row is written."""
+
+    def __init__(self, *, writer, bar, finiteness, saves: _CheckpointSaves, config, caps):
+        self.writer, self.bar, self.finiteness = writer, bar, finiteness
+        self.saves, self.caps = saves, caps
+        self.every, self.num_steps = config.train.log_every, config.train.num_steps
+        self.batch_size = config.train.batch_size
+        self.metrics: dict | None = None  # the newest step's, still on device
+        self.last: dict[str, float] = {}  # the newest row written
+        self.t_last, self.steps_since = time.time(), 0
+
+    def observe(self, step: int, metrics: dict, finite) -> None:
+        """Every step: its metrics and their finite flags."""
+        self.finiteness.add(step, metrics, finite)
+        self.metrics = metrics
+        self.steps_since += 1
+
+    def maybe_run(self, step: int, state, *, stopping: bool) -> None:
+        if not (step % self.every == 0 or step == self.num_steps or stopping):
+            return
+        skipped = self.finiteness.settle(self.saves.last_saved, raise_now=False)
+        metrics = jax.device_get(self.metrics)
+        now = time.time()
+        metrics["examples_per_s"] = (
+            self.steps_since * self.batch_size / max(now - self.t_last, 1e-9)
+        )
+        if self.finiteness.policy == "skip":
+            metrics["skipped_nonfinite"] = float(skipped)
+        self.t_last, self.steps_since = now, 0
+        self.last = self.writer.write(step, "train", metrics)
+        shown = {"ex_s": f"{metrics['examples_per_s']:.0f}"}
+        if self.caps.progress_metric in self.last:
+            value = self.last[self.caps.progress_metric]
+            shown = {self.caps.progress_metric: f"{value:.4g}", **shown}
+        self.bar.set_postfix(shown)
+        self.finiteness.raise_pending()  # after the row with the NaN is logged
+
+
+class _Evals:
+    """The configured evaluations: each every ``ev.every`` steps before the last (not when
+    stopping), and all of them in ``final``."""
+
+    def __init__(self, evaluators, *, writer, bar, num_steps: int):
+        self.evaluators, self.writer, self.bar, self.num_steps = evaluators, writer, bar, num_steps
+
+    def maybe_run(self, step: int, state, *, stopping: bool) -> None:
+        for ev in self.evaluators:
+            if ev.every and step % ev.every == 0 and step < self.num_steps and not stopping:
+                row = self.writer.write(step, ev.split, ev.run(state, False))
+                self.bar.write(_format(ev.split, row))
+
+    def final(self, step: int, state) -> dict[str, float]:
+        """Every evaluation in its final form; their values, merged."""
+        rows = {}
+        for ev in self.evaluators:
+            row = self.writer.write(step, ev.split, ev.run(state, True))
+            rows.update({k: v for k, v in row.items() if k not in ("step", "time", "split")})
+        return rows
+
+
+class _SampleGrids:
+    """A grid of ``train.sample_num`` samples in ``samples/`` every ``train.sample_every`` steps
+    before the last (not when stopping), and one in ``final``; nothing for a family that does
+    not generate."""
+
+    def __init__(self, setup: Setup, workdir: str):
+        cfg, mesh, family = setup.config, setup.mesh, setup.family
+        self.setup, self.workdir = setup, workdir
+        self.every, self.num_steps = cfg.train.sample_every, cfg.train.num_steps
+        self.sample_fn = None
+        if setup.caps.generates:
+            self.sample_fn = jax.jit(
+                lambda s, r: (
+                    family.sample(cfg, gather_params(s, mesh), r, cfg.train.sample_num).images
+                ),
+                out_shardings=replicated(mesh),
+            )
+
+    def maybe_run(self, step: int, state, *, stopping: bool) -> None:
+        if self.sample_fn is None or not self.every or stopping:
+            return
+        if step % self.every == 0 and step < self.num_steps:
+            self.final(step, state)
+
+    def final(self, step: int, state) -> str | None:
+        """The grid's path (on process 0; else, or without a sampler, None)."""
+        if self.sample_fn is None:
+            return None
+        return _sample_grid(self.setup, self.sample_fn, state, step, self.workdir)
+
+
+def _loop(
+    setup: Setup,
+    state,
+    *,
+    workdir: str,
+    checkpoints,
+    evaluators,
+    train_split,
+    resumed_from: int | None,
+    stop_at_step: int | None,
+    stop,
+    say,
+):
+    """Run the steps from ``state.step`` to ``train.num_steps``, each followed by the periodic
+    actions (train log, evaluations, sample grid, checkpoint, in that order), until the end or a
+    stop; then the final checkpoint and, unless stopped, the final evaluations and grid.
+    Returns ``(state, summary)``."""
+    cfg = setup.config
     is_main = jax.process_index() == 0
-    writer = MetricsWriter(workdir)
     start_step, num_steps = int(state.step), cfg.train.num_steps
-    summary: dict[str, Any] = {"step": start_step, "stopped_early": True}
     if stop.requested:  # a stop during start-up: nothing trained, nothing to save
         say("stopped before the first step (SIGTERM or Ctrl-C); nothing new was saved")
-        return state, summary
+        return state, {"step": start_step, "stopped_early": True}
     step_fn = compile_train_step(setup)
-    sample_fn = None
-    if caps.generates:
-        sample_fn = jax.jit(
-            lambda s, r: family.sample(cfg, gather_params(s, mesh), r, cfg.train.sample_num).images,
-            out_shardings=replicated(mesh),
-        )
-    metric_names = None
-    finiteness = None
-    last_train: dict[str, float] = {}
-    last_saved = resumed_from
     bar = tqdm(
         total=num_steps,
         initial=start_step,
@@ -416,57 +561,37 @@ def _loop(setup, state, workdir, checkpoints, evaluators, train_split, resumed_f
     )
     if resumed_from is not None and is_main:
         bar.write(f"resumed from checkpoint at step {resumed_from} in {workdir}")
-
-    def save(step: int, force: bool = False) -> None:
-        nonlocal last_saved
-        if finiteness is not None:
-            finiteness.settle(last_saved)
-        if not bool(_all_finite(state)):
-            raise TrainingError(
-                f"the state at step {step} holds NaN or Inf values; it was not saved (the "
-                f"newest finite checkpoint, step {last_saved}, stays the latest)"
-            )
-        checkpoints.save(step, state, force=force)
-        last_saved = step
+    writer = MetricsWriter(workdir)
+    finiteness = _Finiteness(cfg.train.get("nonfinite", "stop"))
+    saves = _CheckpointSaves(
+        checkpoints,
+        every=cfg.train.checkpoint_every,
+        finiteness=finiteness,
+        last_saved=resumed_from,
+    )
+    log = _TrainLog(
+        writer=writer,
+        bar=bar,
+        finiteness=finiteness,
+        saves=saves,
+        config=cfg,
+        caps=setup.caps,
+    )
+    evals = _Evals(evaluators, writer=writer, bar=bar, num_steps=num_steps)
+    grids = _SampleGrids(setup, workdir)
+    actions = (log, evals, grids, saves)
 
     prefetch = _Prefetcher(setup, train_split, start_step, num_steps, cfg.train.get("prefetch", 0))
-    t_log, n_log = time.time(), 0
     stopped_early = False
     try:
         for step in range(start_step, num_steps):
             state, metrics, finite = step_fn(state, prefetch.get(step))
-            if finiteness is None:
-                metric_names = sorted(metrics)
-                finiteness = _Finiteness(metric_names, cfg.train.get("nonfinite", "stop"))
             done = step + 1
-            finiteness.add(done, finite)
-            n_log += 1
+            log.observe(done, metrics, finite)
             bar.update(1)
             stopping = stop.requested or (stop_at_step is not None and done >= stop_at_step)
-            if done % cfg.train.log_every == 0 or done == num_steps or stopping:
-                skipped = finiteness.settle(last_saved, raise_now=False)
-                metrics = jax.device_get(metrics)
-                now = time.time()
-                metrics["examples_per_s"] = n_log * cfg.train.batch_size / max(now - t_log, 1e-9)
-                if finiteness.policy == "skip":
-                    metrics["skipped_nonfinite"] = float(skipped)
-                t_log, n_log = now, 0
-                last_train = writer.write(done, "train", metrics)
-                shown = {"ex_s": f"{metrics['examples_per_s']:.0f}"}
-                if caps.progress_metric in last_train:
-                    value = last_train[caps.progress_metric]
-                    shown = {caps.progress_metric: f"{value:.4g}", **shown}
-                bar.set_postfix(shown)
-                finiteness.raise_pending()  # after the row with the NaN is logged
-            for ev in evaluators:
-                if ev.every and done % ev.every == 0 and done < num_steps and not stopping:
-                    row = writer.write(done, ev.split, ev.run(state, False))
-                    bar.write(_format(ev.split, row))
-            sample_now = sample_fn is not None and cfg.train.sample_every and not stopping
-            if sample_now and done % cfg.train.sample_every == 0 and done < num_steps:
-                _sample_grid(setup, sample_fn, state, done, workdir)
-            if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0:
-                save(done)
+            for action in actions:
+                action.maybe_run(done, state, stopping=stopping)
             if stopping:
                 stopped_early = done < num_steps
                 break
@@ -475,24 +600,18 @@ def _loop(setup, state, workdir, checkpoints, evaluators, train_split, resumed_f
     finally:
         prefetch.close()
         bar.close()
-    final_step = int(state.step)
-    if last_saved != final_step:
-        save(final_step, force=True)
-    checkpoints.wait()
-    summary = {"step": final_step, "stopped_early": stopped_early, "train": last_train}
-    if finiteness is not None and finiteness.policy == "skip":
+    final_step = saves.flush(state)
+    summary = {"step": final_step, "stopped_early": stopped_early, "train": log.last}
+    if finiteness.names is not None and finiteness.policy == "skip":
         summary["skipped_nonfinite"] = finiteness.skipped
     if stopped_early:
         return state, summary
     try:
-        final_rows = {}
-        for ev in evaluators:
-            row = writer.write(final_step, ev.split, ev.run(state, True))
-            final_rows.update({k: v for k, v in row.items() if k not in ("step", "time", "split")})
+        final_rows = evals.final(final_step, state)
         if evaluators:
             summary["eval"] = final_rows
-        if sample_fn is not None:
-            summary["samples"] = _sample_grid(setup, sample_fn, state, final_step, workdir)
+        if grids.sample_fn is not None:
+            summary["samples"] = grids.final(final_step, state)
     except signals.Interrupted:
         summary["stopped_early"] = True
         say("stopped during the final evaluation; the last checkpoint is saved, run again to "
