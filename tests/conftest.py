@@ -4,8 +4,7 @@ import os
 
 # --xla_backend_optimization_level=0: the suite's programs are tiny and run a few steps, so
 # compiling dominates; without LLVM's optimisation passes XLA CPU compiles them several times
-# faster (a jax.random.normal of 1,152 elements under JAX 0.10's partitionable threefry took 11 s
-# to compile, 0.3 s without them) and the whole suite ran in 21 minutes instead of 34 on 2 cores.
+# faster (docs/notes/cpu.md#threefry-compile-time).
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "")
     + " --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"

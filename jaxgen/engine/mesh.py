@@ -148,7 +148,8 @@ def gather_params(state, mesh: Mesh):
     slower and, on XLA's CPU backend in jax 0.10, wrong: a convolution whose input comes from
     a dense layer with its output axis split over ``fsdp = 2`` on a mesh with ``data > 1``
     gives wrong values (both partitioners; ``fsdp = 4`` is right). See
-    ``tests/test_fsdp.py::test_gathered_parameters_avoid_a_wrong_sharded_convolution``.
+    ``tests/test_fsdp.py::test_gathered_parameters_avoid_a_wrong_sharded_convolution`` and
+    docs/notes/cpu.md#sharded-convolutions-gather-the-parameters.
     A no-op when ``fsdp = 1``.
     """
     if fsdp_size(mesh) == 1:

@@ -205,7 +205,8 @@ def _init_key(rng: jax.Array) -> jax.Array:
     """An ``rbg`` key for parameter initialisation, derived from ``rng``.
 
     A UNet has ~100 random initialisers; with threefry keys XLA's CPU backend compiles each
-    draw separately (~0.15 s apiece), with ``rbg`` (XLA's RngBitGenerator) about 4x faster.
+    draw slowly, with ``rbg`` (XLA's RngBitGenerator) several times faster
+    (docs/notes/cpu.md#threefry-compile-time).
     The initial weights are a pure function of ``rng`` on one backend, but may differ between
     CPU, GPU and TPU (RngBitGenerator's algorithm is the backend's choice).
     """

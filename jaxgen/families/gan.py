@@ -267,9 +267,9 @@ def adversarial_step(config, state: State, real: jax.Array) -> tuple[State, dict
         view = state.replace(players={**state.players, "discriminator": disc})
         return discriminator_update(config, view, batch, jax.random.fold_in(key, j))
 
-    # Fully unrolled: on XLA's CPU backend a rolled scan (a while loop) of conv updates ran
-    # 8-9x slower than the same updates as separate calls (bench/results/gan_cpu.md); unrolled,
-    # it matches them and compiles no slower. n_critic is small, so the program stays small.
+    # Fully unrolled: XLA's CPU backend runs a rolled scan (a while loop) of conv updates
+    # several times slower than the same updates unrolled (docs/notes/cpu.md, "Scans of
+    # convolutions"). n_critic is small, so the program stays small.
     # JAX (0.10) still emits a while loop for a scan of length one, even with unroll=True, so
     # one update is a direct call.
     if n == 1:

@@ -265,8 +265,8 @@ def _when(pred: jax.Array, on, off):
     """``on()`` where ``pred`` holds, else ``off()`` (both return the same tree). On accelerators
     a ``lax.cond``, so a phase that has not started costs nothing. On CPU both are computed and
     selected: XLA's CPU backend runs a convolution inside a conditional's branch tens of times
-    slower than the same convolution outside one (the PatchGAN's gradient at batch 128: 7.7 s
-    against 0.22 s), far more than the skipped work would save.
+    slower than the same convolution outside one, far more than the skipped work would save
+    (docs/notes/cpu.md#convolutions-inside-laxcond-compute-both-branches-and-select).
 
     Not differentiable (a TypeError when traced for a derivative, on every platform): through
     the select, the branch not taken gets a zero cotangent, and ``0 * inf`` in its backward pass

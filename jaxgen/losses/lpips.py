@@ -57,9 +57,9 @@ def _conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """A 3x3 convolution, stride 1, zero padding 1: ``[B, H, W, I]``, ``[3, 3, I, O]`` (HWIO)."""
     _, h, w, c = x.shape
     if h * w <= 9:
-        # XLA's CPU convolution is pathologically slow on tiny maps (batch 128, 512 channels,
-        # forward and backward: 6 s at 2x2 against 0.2 s at 3x3), and conv5 of a 32x32 image is
-        # 2x2. One matmul over the nine shifted copies of the map takes 0.06 s.
+        # XLA's CPU convolution is pathologically slow on tiny maps, and conv5 of a 32x32 image
+        # is 2x2: one matmul over the nine shifted copies of the map instead, the same numbers
+        # (docs/notes/cpu.md#convolutions-on-tiny-maps-a-matmul).
         padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
         shifted = [padded[:, i : i + h, j : j + w] for i in range(3) for j in range(3)]
         return jnp.concatenate(shifted, axis=-1) @ kernel.reshape(9 * c, -1)

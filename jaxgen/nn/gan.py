@@ -17,7 +17,8 @@ over H, W and C, as the WGAN-GP paper recommends for its critic) or ``"none"``.
   the gradient penalties, which need each example's own input gradient, refuse it.
 
 The generator upsamples by a 3x3 convolution to ``4c`` channels and a pixel shuffle (the
-function class of DCGAN's stride-2 transposed convolutions, and faster on XLA's CPU backend).
+function class of DCGAN's stride-2 transposed convolutions, and faster on XLA's CPU backend:
+docs/notes/cpu.md#transposed-convolutions-pixel-shuffle-instead).
 """
 
 from __future__ import annotations

@@ -48,8 +48,8 @@ class ConvDecoder(nn.Module):
     """Dense to a ``H / 2^n`` feature map, then ``n`` sub-pixel upsamplings back to ``H``.
 
     Each upsampling is a 3x3 convolution to ``4 * c`` channels and a pixel shuffle: the same
-    function class as a stride-2 transposed convolution, and about 4x faster on XLA's CPU
-    backend, whose transposed convolutions are slow.
+    function class as a stride-2 transposed convolution, and faster on XLA's CPU backend,
+    whose transposed convolutions are slow (docs/notes/cpu.md, "Transposed convolutions").
     """
 
     image_shape: Sequence[int]

@@ -9,7 +9,7 @@ state (``jaxgen.quantize.EmaCodebook``), and quantisation happens between ``enco
 Both halves are conv stacks with pre-activation residual blocks (ReLU-3x3-ReLU-1x1, as in the
 paper); the decoder upsamples with a 3x3 convolution to ``4c`` channels and a pixel shuffle
 (the function class of a stride-2 transposed convolution, several times faster on XLA's CPU
-backend).
+backend: docs/notes/cpu.md#transposed-convolutions-pixel-shuffle-instead).
 """
 
 from __future__ import annotations
