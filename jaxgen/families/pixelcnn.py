@@ -59,14 +59,7 @@ def validate_config(config) -> None:
 
 
 def capabilities(config) -> Capabilities:
-    k = config.model.num_classes
-    return Capabilities(
-        generates=True,
-        num_classes=k,
-        label_classes=k,
-        first_stage=True,
-        likelihoods=("nll_bits", "bits_per_dim"),
-    )
+    return cp.capabilities(config, likelihoods=("nll_bits", "bits_per_dim"))
 
 
 def init(config, rng: jax.Array, example_batch) -> State:

@@ -148,6 +148,16 @@ def round_trip(tokenizer: Tokenizer, frozen, images: jax.Array) -> jax.Array:
     return tokenizer.decode(frozen, tokenizer.encode(frozen, images))
 
 
+def vq_reconstructor(tokenizer_fn: Callable[[ml_collections.ConfigDict], Tokenizer]):
+    """A VQ tokenizer family's ``reconstruct(config, state, images)``: the images through its
+    encoder, codebook and decoder, ``[B, H, W, C]`` in ``[0, 1]``."""
+
+    def reconstruct(config, state: State, images: jax.Array) -> jax.Array:
+        return round_trip(tokenizer_fn(config), vq_tokenizer_params(config, state), images)
+
+    return reconstruct
+
+
 def reconstruction_figures(x: jax.Array, x_hat: jax.Array) -> dict:
     """``mse`` and ``psnr`` (mean over images of each image's PSNR) of reconstructions on the
     ``[0, 1]`` scale, clipped to it first, as an image viewer sees them. Shared by the

@@ -409,12 +409,7 @@ def eval_step(config, state: State, batch) -> dict:
     }
 
 
-def reconstruct(config, state: State, images: jax.Array) -> jax.Array:
-    """Reconstructions through the codebook: ``[B, H, W, C]`` in ``[0, 1]``."""
-    return tokenizers.round_trip(
-        tokenizer(config), tokenizers.vq_tokenizer_params(config, state), images
-    )
-
+reconstruct = tokenizers.vq_reconstructor(tokenizer)
 
 FAMILY = Family(
     name="vqgan",
