@@ -8,9 +8,10 @@ VQ-GAN run)::
 
 The GPT prior's transformer (width 128, 4 layers, 4 heads) without the causal mask, over the 49
 codes plus a ``[MASK]`` token; masking rates from the cosine schedule (at least
-``maskgit.min_mask_rate``), label smoothing 0.1, the class dropped for 10% of examples; decoding
-in ``maskgit.steps`` = 12 steps with choice temperature 4.5. Schedule as the GPT prior's (from
-1e-3: 4.95 bits per masked code after 600 steps on MNIST's VQ-VAE codes, 5.16 from 5e-4).
+``maskgit.min_mask_rate`` = 0.5), label smoothing 0.1, the class dropped for 10% of examples;
+decoding in ``maskgit.steps`` = 12 steps with choice temperature 4.5. Schedule as the GPT
+prior's (from 1e-3: 4.95 bits per masked code after 600 steps on MNIST's VQ-VAE codes, 5.16 from
+5e-4, both with no minimum masking rate; 4.87 with 0.5, on masks from 0.5).
 """
 
 from jaxgen.configs import common
@@ -38,7 +39,11 @@ def get_config(arg=None):
         p_uncond=0.1 if "cond" in variants else 0.0,  # share trained on the null class
     )
     c.maskgit = common.section(
-        min_mask_rate=0.0,  # masking rates below this are raised to it
+        # Masking rates below this are raised to it; 0.5 as the class-conditional reference.
+        # MNIST VQ-VAE codes, 600 steps, one seed each, 0.5 against 0: FD 65.7 vs 71.9, class
+        # accuracy 73.4% vs 70.8% (2,000 samples, a 400-step evaluator), masked NLL 4.97 vs
+        # 5.02 bits under masks from 0 (4.94 vs 5.00 from 0.5).
+        min_mask_rate=0.5,
         label_smoothing=0.1,
         steps=12,  # decoding steps T
         choice_temperature=4.5,  # Gumbel noise on the confidences, annealed as (1 - (t+1)/T)
