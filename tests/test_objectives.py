@@ -31,7 +31,7 @@ from support import ROOT, load_config
 
 from jaxgen import diffusion as dfn
 from jaxgen import quantize as vq
-from jaxgen.families import diffusion, gpt, maskgit, pixelcnn, vqgan
+from jaxgen.families import diffusion, gpt, maskgit, pixelcnn, tokenizers, vqgan
 from jaxgen.families.common import make_optimizer
 
 B = 16  # examples per batch
@@ -418,7 +418,7 @@ def test_vqgan_discriminator_scores_the_batch_as_real_and_its_reconstruction_as_
     state = state.replace(players={**state.players, "discriminator": disc})
 
     x = images.astype(jnp.float32) / 127.5 - 1.0
-    frozen = vqgan.tokenizer_params(config, state)
+    frozen = tokenizers.vq_tokenizer_params(config, state)
     z_q = vq.quantize(vqgan.encode(config, frozen["params"], x), frozen["codebook"]).z_q
     x_hat = vqgan.decode(config, frozen["params"], z_q)
     d = vqgan.build_discriminator(config)
