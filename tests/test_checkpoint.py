@@ -206,6 +206,7 @@ def test_a_storage_error_while_saving_is_one_line_and_keeps_the_saved_steps(tmp_
     checkpoints.close()
 
 
+@pytest.mark.slow
 def test_training_resumes_from_the_last_good_step_after_a_flipped_byte(tmp_path, capsys):
     config = load_config(ROOT / "configs" / "vae.py", "mnist,tiny")
     config.data.source = "shapes"

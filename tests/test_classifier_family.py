@@ -41,12 +41,14 @@ def trained(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_clean_classifier_learns_the_shapes(trained):
     _, _, summary = trained["clean"]
     assert summary["eval"]["accuracy"] > 0.9
     assert "samples" not in summary  # a classifier does not generate
 
 
+@pytest.mark.slow
 def test_noise_aware_classifier_sees_through_light_noise_and_not_through_pure_noise(trained):
     _, _, summary = trained["noisy"]
     ev = summary["eval"]
@@ -72,6 +74,7 @@ def test_noisy_inputs_follow_the_diffusion_schedule():
     assert np.array_equal(x_clean, x0) and not np.any(t_clean)
 
 
+@pytest.mark.slow
 def test_guidance_gradient_is_per_example(trained):
     config, state, _ = trained["noisy"]
     logits = classifier.logits_fn(config, state.model.params)

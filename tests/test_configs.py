@@ -67,6 +67,7 @@ def test_cifar10_tiny_is_the_mnist_tiny_run():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.slow
 def test_every_tiny_config_trains_two_steps(path, tmp_path, tmp_path_factory):
     """Every config trains two steps and evaluates on MNIST (the data sets differ only in the
     files read, which tests/test_data.py covers)."""

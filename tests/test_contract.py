@@ -97,6 +97,7 @@ def test_two_players_three_batches_a_step_train_stop_and_resume_bit_for_bit(tmp_
     np.testing.assert_allclose(images, expected.images, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_k_batches_are_split_along_their_batch_axis():
     """The compiled step takes ``[k, B, ...]`` batches sharded on ``B`` over 8 devices, and a
     one-batch family's ``[B, ...]`` on its first axis: nothing is replicated."""
@@ -132,6 +133,7 @@ def _tiny(family):
 
 
 @pytest.mark.parametrize("family", ["vae", "diffusion", "classifier", "gan", TWO_PLAYER])
+@pytest.mark.slow
 def test_every_step_draws_fresh_randomness(family):
     """A family that draws noise in its step must draw it from ``fold_in(rng, step)``: the same
     state and batch at another step number give another update (one reused key would not)."""
@@ -153,6 +155,7 @@ def test_every_step_draws_fresh_randomness(family):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_a_prior_trains_on_any_tokenizer_through_the_interface(tmp_path):
     """The PixelCNN prior over a tokenizer it has never heard of: it learns the codes'
     distribution, its checkpoint holds the tokenizer's parameters, and its samples decode
@@ -178,6 +181,7 @@ def test_a_prior_trains_on_any_tokenizer_through_the_interface(tmp_path):
     assert set(np.round(np.unique(images), 5)) <= levels  # decoded by the fake tokenizer
 
 
+@pytest.mark.slow
 def test_a_prior_refuses_a_run_that_is_not_a_tokenizer(tmp_path):
     loop.train_and_evaluate(_tiny("classifier"), str(tmp_path / "clf"))
     config = load_config(ROOT / "configs" / "pixelcnn.py", "mnist,tiny")
@@ -247,6 +251,7 @@ def _prior_on_fake_tokenizer(tmp_path, name="pixelcnn"):
     "family",
     ["diffusion", "classifier", "pixelcnn", "gan", "gan:wgan_gp", "vqgan", "gpt", "maskgit"],
 )
+@pytest.mark.slow
 def test_stop_and_resume_is_bit_exact_and_eight_devices_equal_one(family, tmp_path):
     """For every family: a run stopped after one step and resumed equals an unbroken one bit
     for bit, and the same run on one device matches the 8-device run."""

@@ -161,6 +161,7 @@ def test_dpm_solver_pp_singlestep_order_3_is_refused():
 
 
 # ----------------------------------------------------------------------------- with models
+@pytest.mark.slow
 def test_label_dropout_of_one_trains_only_the_null_class(conditional):
     config, state = conditional
     batch = _batch(config, size=8)
@@ -174,6 +175,7 @@ def test_label_dropout_of_one_trains_only_the_null_class(conditional):
     assert np.any(table_grad[3] != 0)  # the null class is
 
 
+@pytest.mark.slow
 def test_conditional_samples_follow_the_label(conditional):
     config, state = conditional
     fn = jax.jit(
@@ -191,6 +193,7 @@ def test_conditional_samples_follow_the_label(conditional):
         fn(state, key, 7)
 
 
+@pytest.mark.slow
 def test_cfg_at_w_1_is_the_conditional_sampler_and_w_0_the_unconditional(conditional):
     config, state = conditional
     key = jax.random.PRNGKey(0)
@@ -210,6 +213,7 @@ def test_cfg_at_w_1_is_the_conditional_sampler_and_w_0_the_unconditional(conditi
     assert np.abs(w3 - plain).max() > 1e-3 and np.abs(away - w3).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_cfg_with_a_traced_scale_of_1_is_the_conditional_model_on_the_real_unet(conditional):
     """The scale as an argument of the compiled sampler (one program for every scale): at
     w = 1 the batched cond/uncond call must give the conditional model's samples."""
@@ -228,6 +232,7 @@ def test_cfg_with_a_traced_scale_of_1_is_the_conditional_model_on_the_real_unet(
     assert np.abs(np.asarray(guided(state, jnp.float32(3.0))) - w1).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_guidance_the_model_cannot_serve_is_refused(trained, conditional):
     from jaxgen.families import classifier
 
@@ -253,6 +258,7 @@ def test_guidance_the_model_cannot_serve_is_refused(trained, conditional):
     assert classifier.FAMILY.sample_options == ()
 
 
+@pytest.mark.slow
 def test_mixed_precision_keeps_params_float32_and_the_loss_close(trained):
     config, state = trained["config"], trained["state"]
     config_bf16 = _config()
@@ -277,6 +283,7 @@ def test_mixed_precision_keeps_params_float32_and_the_loss_close(trained):
     assert abs(half - full) < 0.05 * full, (full, half)
 
 
+@pytest.mark.slow
 def test_a_tiny_run_learns(trained):
     losses = trained["losses"]
     # The fresh model predicts eps = 0, so its loss is E[eps^2] = 1.
@@ -284,6 +291,7 @@ def test_a_tiny_run_learns(trained):
     assert np.mean(losses[-10:]) < 0.3 * np.mean(losses[:10])
 
 
+@pytest.mark.slow
 def test_eval_is_deterministic_and_improves(trained):
     config, state, eval_step = trained["config"], trained["state"], trained["eval_step"]
     test_batch, before = trained["test_batch"], trained["before"]
@@ -300,6 +308,7 @@ def test_eval_is_deterministic_and_improves(trained):
     np.testing.assert_allclose(eval_step(state, shuffled)["loss"], after["loss"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_ema_params_move_toward_params_during_training(trained):
     fresh, state = trained["fresh"], trained["state"]
 
@@ -313,6 +322,7 @@ def test_ema_params_move_toward_params_during_training(trained):
     )
 
 
+@pytest.mark.slow
 def test_each_step_moves_the_ema_by_its_decay_and_sampling_reads_only_the_ema(trained):
     """Guards two wiring bugs: EMA weights that just copy the parameters, and sampling from
     the online parameters instead of the EMA ones."""
@@ -349,6 +359,7 @@ def test_each_step_moves_the_ema_by_its_decay_and_sampling_reads_only_the_ema(tr
     ],
     ids=lambda o: "-".join(str(v) for v in o.values()),
 )
+@pytest.mark.slow
 def test_every_solver_samples_images(trained, options):
     config, state = trained["config"], trained["state"]
     # Options arrive as the CLI gives them: floats, 0 meaning "the config's" (4 steps here).
@@ -366,6 +377,7 @@ def test_every_solver_samples_images(trained, options):
     assert np.mean(a < 0.1) > 0.4, (np.mean(a < 0.1), np.mean(data < 0.1))
 
 
+@pytest.mark.slow
 def test_sample_options_are_checked(trained):
     config, state = trained["config"], trained["state"]
     with pytest.raises(ConfigError, match=r"solver='euler' is not one of"):

@@ -53,6 +53,7 @@ def _points(n=64, seed=0):
     return x, t, y
 
 
+@pytest.mark.slow
 def test_cfg_w1_is_the_conditional_model_bit_for_bit_and_w0_the_unconditional():
     x, t, y = _points()
     null = jnp.full_like(y, NULL)
@@ -65,6 +66,7 @@ def test_cfg_w1_is_the_conditional_model_bit_for_bit_and_w0_the_unconditional():
         np.testing.assert_allclose(w0, uncond_eps(x, t), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cfg_extrapolates_and_uses_one_batched_call():
     x, t, y = _points()
     null = jnp.full_like(y, NULL)
@@ -81,6 +83,7 @@ def test_cfg_extrapolates_and_uses_one_batched_call():
     np.testing.assert_allclose(out, u + w[:, None] * (c - u), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_negative_class_replaces_the_null_class():
     x, t, y = _points()
     neg = (y + 1) % NULL
@@ -140,6 +143,7 @@ def _class_share(samples, y):
         ("ddpm", dict(steps=200, mean_shift=True)),
     ],
 )
+@pytest.mark.slow
 def test_guided_samplers_generate_the_requested_class(solver, kwargs):
     n = 600
     y = jnp.arange(n) % NULL

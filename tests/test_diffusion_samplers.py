@@ -69,6 +69,7 @@ def _measured_order(**kwargs):
     ],
     ids=lambda v: v if not isinstance(v, dict) else "-".join(map(str, v.values())),
 )
+@pytest.mark.slow
 def test_solvers_converge_to_the_exact_flow_at_their_order(kwargs, low, high):
     order, errors = _measured_order(**kwargs)
     assert low <= order <= high, (order, errors)
@@ -100,6 +101,7 @@ def test_ddim_is_dpm_solver_1():
 
 
 @pytest.mark.parametrize("solver,eta", [("ddpm", 0.0), ("ddim", 1.0)])
+@pytest.mark.slow
 def test_ancestral_sampling_reproduces_the_data_variance(solver, eta):
     n = 20_000
     x_T = jax.random.normal(jax.random.PRNGKey(1), (n, 4))
@@ -174,6 +176,7 @@ def test_multistep_orders_warm_up_and_lower_at_the_end():
     np.testing.assert_array_equal(multistep_orders(20, 3, True), [1, 2] + [3] * 18)
 
 
+@pytest.mark.slow
 def test_solver_arithmetic_is_float32_for_a_bfloat16_model():
     model = gaussian_eps(SCHEDULE)
     bf16 = lambda x, t: model(x.astype(jnp.bfloat16), t).astype(jnp.bfloat16)  # noqa: E731

@@ -16,6 +16,7 @@ from jaxgen.engine.metrics import read_metrics
 from jaxgen.errors import CheckpointError
 
 
+@pytest.mark.slow
 def test_eight_device_step_equals_one_device_step(tiny_vae_config):
     assert jax.device_count() == 8
     config = tiny_vae_config
@@ -29,6 +30,7 @@ def test_eight_device_step_equals_one_device_step(tiny_vae_config):
     np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_stopped_and_resumed_equals_uninterrupted_bit_for_bit(tiny_vae_config, tmp_path):
     config = tiny_vae_config
     config.train.num_steps = 6
@@ -64,6 +66,7 @@ def test_a_corrupt_checkpoint_gives_a_clear_error(tiny_vae_config, tmp_path):
         loop.restore_for_inference(workdir)
 
 
+@pytest.mark.slow
 def test_an_unfinished_save_is_ignored_on_resume(tiny_vae_config, tmp_path):
     config = tiny_vae_config
     workdir = str(tmp_path / "run")
@@ -86,6 +89,7 @@ def test_sampling_without_a_checkpoint_is_a_clear_error(tiny_vae_config, tmp_pat
         loop.restore_for_inference(str(tmp_path / "w"))
 
 
+@pytest.mark.slow
 def test_eval_only_uses_the_run_and_new_eval_settings(tiny_vae_config, tmp_path):
     workdir = str(tmp_path / "run")
     loop.train_and_evaluate(tiny_vae_config, workdir)

@@ -31,6 +31,7 @@ def test_class_accuracy():
     assert class_accuracy(logits, np.array([0, 1, 1])) == pytest.approx(2 / 3)
 
 
+@pytest.mark.slow
 def test_evaluator_reads_uint8_and_unit_floats_alike():
     config = load_config(ROOT / "configs" / "classifier.py", "mnist,tiny,clean")
     images = np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1), dtype=np.uint8)

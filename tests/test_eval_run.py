@@ -69,6 +69,7 @@ def _stats(ev, images):
     return FeatureStats(feats.shape[1]).update(feats)
 
 
+@pytest.mark.slow
 def test_short_evaluator_run_learns_mnist(mnist_evaluator, test_images):
     # 240 steps of batch 64 (a quarter epoch) already classify 97% of the test set; the full
     # recipe's 99.3% is checked on trained evaluators below.
@@ -103,6 +104,7 @@ def test_trained_evaluators_reach_their_accuracy(dataset):
     assert accuracy >= evaluator_lib.REQUIRED_ACCURACY[dataset]
 
 
+@pytest.mark.slow
 def test_fd_on_real_images_orders_halves_blur_and_noise(mnist_evaluator, test_images):
     ev = mnist_evaluator
     # random halves: MNIST's test set is ordered (its first 5,000 digits come from other
@@ -170,6 +172,7 @@ def vae_run(mnist_evaluator, tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_training_loop_logs_sample_metrics(vae_run):
     rows = [json.loads(line) for line in (vae_run / "metrics.jsonl").open()]
     rows = [r for r in rows if r["split"] == "samples"]
@@ -222,6 +225,7 @@ def test_eval_command_scores_class_accuracy_and_records_sampler_options(mnist_ev
     assert proc.returncode == 2 and "pixelcnn" in proc.stderr
 
 
+@pytest.mark.slow
 def test_reconstruct_only_runs_are_scored_on_their_reconstructions(mnist_evaluator, tmp_path):
     workdir = _tiny_run("vqvae.py", "mnist,tiny", tmp_path / "vqvae")
     setup, state = loop.restore_for_inference(workdir)
@@ -252,6 +256,7 @@ def test_balanced_labels_give_every_class_equally_often():
     assert counts.max() - counts.min() <= 1 and counts.sum() == 103
 
 
+@pytest.mark.slow
 def test_sample_evaluation_settings_are_checked(mnist_evaluator, tmp_path):
     config = load_config(ROOT / "configs" / "vae.py", "mnist,tiny")
     config.evals.samples = {"type": "samples", "every": 2, "nmu": 64}
@@ -272,6 +277,7 @@ def test_a_missing_evaluator_names_the_command_that_trains_it(tmp_path, monkeypa
         evaluator_lib.find("")
 
 
+@pytest.mark.slow
 def test_a_noise_aware_or_unfinished_classifier_is_refused_as_evaluator(tmp_path):
     _real(MNIST)
     workdir = _tiny_run("classifier.py", "mnist,tiny", tmp_path / "noisy")

@@ -165,6 +165,7 @@ def _named_leaves(tree) -> dict:
     return {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+@pytest.mark.slow
 def test_fsdp_step_equals_the_replicated_one_device_step(tiny_vae_config):
     config = _conv_config(tiny_vae_config)
     assert jax.device_count() == 8 and config.train.batch_size % 8 == 0
@@ -201,6 +202,7 @@ def test_fsdp_step_equals_the_replicated_one_device_step(tiny_vae_config):
     assert int(sharded.step) == 3
 
 
+@pytest.mark.slow
 def test_a_checkpoint_moves_between_sharded_and_replicated_layouts(tiny_vae_config, tmp_path):
     config = _conv_config(tiny_vae_config)
     sharded, _, fsdp_shardings = _train(config, jax.devices(), 4, MIN_SIZE, num_steps=1)
@@ -235,6 +237,7 @@ def _dense_then_conv(params, z):
     return jax.lax.conv_general_dilated(h, params["k"], (1, 1), "SAME", dimension_numbers=dims)
 
 
+@pytest.mark.slow
 def test_gathered_parameters_avoid_a_wrong_sharded_convolution(tiny_vae_config):
     """With ``fsdp = 2`` and ``data > 1``, XLA's CPU backend (jax 0.10, GSPMD and Shardy alike)
     computes a convolution fed by a dense layer whose output axis is split over ``fsdp`` wrongly
@@ -287,6 +290,7 @@ needs_fsdp_keys = pytest.mark.skipif(
 
 
 @needs_fsdp_keys
+@pytest.mark.slow
 def test_the_loop_trains_evaluates_and_restores_with_fsdp(tiny_vae_config, tmp_path):
     config = _conv_config(tiny_vae_config)
     config.train.num_steps = 2

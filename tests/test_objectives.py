@@ -123,6 +123,7 @@ def _constant_logits_params(params, bias: jax.Array):
     return out
 
 
+@pytest.mark.slow
 def test_gpt_targets_are_the_clean_codes_whatever_pkeep_did_to_the_inputs():
     """A network whose logits are a constant ``b`` scores ``-log2 softmax(b)[c_i]`` at every
     position, so the train loss is exact for any corruption of the inputs; targets taken from
@@ -144,6 +145,7 @@ def test_gpt_targets_are_the_clean_codes_whatever_pkeep_did_to_the_inputs():
     np.testing.assert_allclose(train["nll_bits"], expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_gpt_corruption_reaches_the_inputs_when_pkeep_is_below_one():
     """The same network and codes give a different loss at ``pkeep = 0.3`` than with plain
     teacher forcing: the inputs were corrupted (and only the inputs, by the test above)."""
@@ -170,6 +172,7 @@ def _copy_params(params, gain: float = 10.0):
     return out
 
 
+@pytest.mark.slow
 def test_no_gpt_position_sees_its_own_target():
     """A network that copies the token at its own position predicts the *previous* code when the
     inputs are aligned right; on codes that never repeat a neighbour it is far worse than
@@ -189,6 +192,7 @@ def test_no_gpt_position_sees_its_own_target():
         assert bits > 3 * math.log2(K), (name, bits)
 
 
+@pytest.mark.slow
 def test_gpt_train_and_eval_nll_is_the_teacher_forced_nll_of_the_network():
     """With ``pkeep = 1``: ``nll = mean_i -log2 p(c_i | y, c_<i)``, the network fed ``(y,
     c_1..c_{N-1})`` and its logits at position ``i`` scored against ``c_i``."""
@@ -248,6 +252,7 @@ def test_maskgit_loss_with_every_code_masked_is_the_networks_smoothed_cross_entr
     np.testing.assert_allclose(evals["masked_nll_bits"], bits, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_maskgit_scores_only_the_masked_positions():
     """With identity blocks and no position embedding, the logits at a code position depend only
     on the token there: ``g([MASK])`` where masked, ``g(c)`` where not. With every code ``c``,
@@ -300,6 +305,7 @@ def test_maskgit_scores_only_the_masked_positions():
 # --- PixelCNN -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_pixelcnn_train_and_eval_nll_is_the_networks_cross_entropy_of_its_input_codes():
     """``nll = mean -log2 softmax(f(c, y))[c]``: the (causal) network fed the code grid ``c`` and
     its logits at each position scored against the code there."""
@@ -357,6 +363,7 @@ class _Oracle(nn.Module):
     "schedule,prediction",
     [("linear", "eps"), ("linear", "x0"), ("linear_vp", "v")],
 )
+@pytest.mark.slow
 def test_an_oracle_denoiser_has_zero_diffusion_loss(schedule, prediction, monkeypatch):
     """The train and eval losses compare the network's output on ``(x_t, t, y)`` with the target
     of that same ``x_t``, ``t`` and example: an oracle computing the target from them scores 0.

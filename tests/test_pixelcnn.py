@@ -45,6 +45,7 @@ def _init(model, hgt, wid, seed=0):
 
 
 @pytest.mark.parametrize("kernel_size, num_layers, num_classes", [(3, 3, 0), (5, 2, 3)])
+@pytest.mark.slow
 def test_logits_ignore_current_and_later_codes(kernel_size, num_layers, num_classes):
     model = GatedPixelCNN(
         K,
@@ -62,6 +63,7 @@ def test_logits_ignore_current_and_later_codes(kernel_size, num_layers, num_clas
     assert d[~later_or_same].max() > 1e-3  # the model is not trivially constant
 
 
+@pytest.mark.slow
 def test_no_blind_spot():
     """With ``(num_layers + 1) * (k // 2) >= W - 1`` every earlier code reaches every position,
     including the ones up and to the right, which stacked masked 3x3 convolutions never see
@@ -82,6 +84,7 @@ def test_no_blind_spot():
     assert d[0 * wid + 3, 1 * wid + 0] > 1e-5  # (0, 3) -> (1, 0): 3 columns to the right
 
 
+@pytest.mark.slow
 def test_class_conditioning():
     model = GatedPixelCNN(K, channels=8, num_layers=2, num_classes=3, head_channels=16)
     codes = jax.random.randint(_key(0), (2, 4, 4), 0, K)
@@ -156,6 +159,7 @@ def _stripes(rng, b, size):
     return jnp.where(vertical[:, None, None], rows.transpose(0, 2, 1), rows).astype(jnp.int32)
 
 
+@pytest.mark.slow
 def test_training_lowers_loss_and_samples_follow_the_data():
     size, steps = 4, 80
     model = GatedPixelCNN(K, channels=16, num_layers=3, head_channels=32)

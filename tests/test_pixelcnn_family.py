@@ -52,6 +52,7 @@ def prior(first_stage, tmp_path_factory):
     return config, workdir, state, summary
 
 
+@pytest.mark.slow
 def test_prior_learns_the_codes_of_the_frozen_first_stage(first_stage, prior):
     _, vq_state = first_stage
     config, workdir, state, summary = prior
@@ -71,6 +72,7 @@ def test_prior_learns_the_codes_of_the_frozen_first_stage(first_stage, prior):
     np.testing.assert_allclose(ev["bits_per_dim"], ev["nll_bits"] * h * w / (16 * 16), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_prior_checkpoint_generates_without_the_first_stage_workdir(first_stage, prior):
     vq_dir = first_stage[0]
     _, workdir, _, _ = prior
@@ -97,6 +99,7 @@ def test_a_missing_first_stage_is_named_and_nothing_is_written(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_first_stage_of_other_images_is_refused(first_stage, tmp_path):
     config = _prior_config(first_stage[0])
     config.data.image_shape = (32, 32, 1)

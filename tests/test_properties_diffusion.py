@@ -284,7 +284,7 @@ def test_every_solver_ends_at_t_min_without_nan(index):
     run = _sampler(config)
     stochastic = config["solver"] == "ddpm" or config.get("eta", 0.0) > 0
 
-    @settings(SETTINGS, max_examples=15)
+    @settings(SETTINGS)
     @given(gaussian_problems())
     def check(problem):
         schedule, mu, std, x_T, seed = problem

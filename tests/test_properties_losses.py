@@ -200,6 +200,7 @@ _DISCRETIZED = {n: _discretized(n) for n in _LEVELS}
     mean=floats(-0.5, 1.5, 0.0, 1.0, 0.5, -0.5, 1.5, 0.3 + 0.5 / 255),
     log_scale=floats(-12.0, 6.0, -12.0, -7.0, 6.0),
 )
+@pytest.mark.slow
 def test_discretized_gaussian_at_pixel_values_0_and_1_with_tiny_and_huge_scales(
     num_bins, mean, log_scale
 ):

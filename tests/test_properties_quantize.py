@@ -210,6 +210,7 @@ def _zero_variance_step(z_e, codebook, decay):
     codebook=arrays((K, D), floats(-1e3, 1e3, 0.0)),
     decay=st.sampled_from([0.0, 0.5, 0.99]),
 )
+@pytest.mark.slow
 def test_a_zero_variance_batch(shape, value, codebook, decay):
     """All ``z_e`` identical: one index, perplexity exactly 1, one count of N, finite losses
     and EMA state, and with ``decay = 0`` the used code moves onto the shared vector."""
@@ -251,6 +252,7 @@ def _ema_run(codebook, z_e, indices, decay, steps):
     steps=st.sampled_from([1, 200]),
     data=st.data(),
 )
+@pytest.mark.slow
 def test_ema_update_with_empty_clusters(case, used, decay, steps, data):
     """Only a few codes get vectors, for 1 or 200 steps (an empty cluster's size decays to 0
     or underflows): every field stays finite, the total count follows the EMA exactly, and
@@ -337,6 +339,7 @@ _restart_ema = jax.jit(vq.restart_dead_codes_ema)
     max_unused=st.sampled_from([-1, 0, 1, 3, 6]),
     seed=st.integers(0, 2**31 - 1),
 )
+@pytest.mark.slow
 def test_restart_dead_codes(case, steps_unused, max_unused, seed):
     """Codes unused for ``max_unused`` steps or more become rows of ``z_e`` with a reset
     counter (the EMA state restarted self-consistently); all other codes are untouched."""

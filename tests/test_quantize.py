@@ -52,6 +52,7 @@ def test_nearest_code_ties_go_to_lowest_index():
     np.testing.assert_array_equal(np.asarray(indices), [0, 1, 0])
 
 
+@pytest.mark.slow
 def test_straight_through_identity_jacobian_and_value():
     codebook = jnp.asarray(_rand(2, (5, 2)))
     z = jnp.asarray(_rand(3, (3, 2)))
@@ -69,6 +70,7 @@ def test_straight_through_identity_jacobian_and_value():
 # --- gradient routing ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_gradient_routing_of_each_loss_term():
     x = jnp.asarray(_rand(4, (16, 4)))
     params = {
@@ -270,6 +272,7 @@ def test_ema_kmeans_lowers_quantisation_error():
 # --- usage statistics ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_perplexity_counts_and_fraction_used():
     k = 8
     uniform = jnp.tile(jnp.arange(k, dtype=jnp.int32), 3).reshape(4, 6)
@@ -300,6 +303,7 @@ def _is_row_of(row, rows):
     return bool(np.any(np.all(rows == row[None], axis=-1)))
 
 
+@pytest.mark.slow
 def test_restart_dead_codes():
     k, d = 6, 3
     codebook = jnp.asarray(_rand(20, (k, d)))
@@ -333,6 +337,7 @@ def test_restart_dead_codes():
         np.testing.assert_array_equal(np.asarray(same_steps), np.asarray(steps))
 
 
+@pytest.mark.slow
 def test_restart_dead_codes_ema_keeps_state_consistent():
     k, d = 5, 2
     z = _rand(22, (4, 8, d))

@@ -40,6 +40,7 @@ def _strict_rows(workdir):
         return [json.loads(line, parse_constant=refuse) for line in f]
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_finite_checkpoint(tmp_path):
     workdir = str(tmp_path / "run")
     config = _vae(num_steps=12, checkpoint_every=2, log_every=1, keep_checkpoints=2)
@@ -57,6 +58,7 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_finite_checkpo
     assert any("nonfinite" in row for row in read_metrics(workdir))
 
 
+@pytest.mark.slow
 def test_skip_policy_skips_non_finite_updates_and_counts_them(tmp_path):
     config = _vae(num_steps=6, nonfinite="skip")
     config.optimizer.learning_rate = 1e6
@@ -109,6 +111,7 @@ def test_eval_settings_are_checked_before_training(key, value, message, tmp_path
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_one_writer_per_workdir_and_stale_locks_are_taken_over(tmp_path, capsys):
     workdir = tmp_path / "run"
     workdir.mkdir()
@@ -124,6 +127,7 @@ def test_one_writer_per_workdir_and_stale_locks_are_taken_over(tmp_path, capsys)
     assert not lock.exists()  # released at the end
 
 
+@pytest.mark.slow
 def test_resume_with_a_different_config_stops_and_lists_the_differences(tmp_path):
     workdir = str(tmp_path / "run")
     loop.train_and_evaluate(_vae(), workdir, stop_at_step=2)
@@ -146,6 +150,7 @@ def test_a_workdir_that_is_a_file_is_one_clear_error(tmp_path):
         loop.train_and_evaluate(_vae(), str(tmp_path / "f"))
 
 
+@pytest.mark.slow
 def test_rows_a_killed_run_wrote_after_its_checkpoint_are_dropped_on_resume(tmp_path):
     workdir = str(tmp_path / "run")
     config = _vae(num_steps=6, log_every=1, checkpoint_every=0)
@@ -158,6 +163,7 @@ def test_rows_a_killed_run_wrote_after_its_checkpoint_are_dropped_on_resume(tmp_
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.slow
 def test_a_stop_during_start_up_or_the_final_eval_is_clean(tmp_path, monkeypatch):
     workdir = str(tmp_path / "run")
     real_load = loop.load_splits
@@ -189,6 +195,7 @@ def test_a_stop_during_start_up_or_the_final_eval_is_clean(tmp_path, monkeypatch
     assert not summary["stopped_early"] and summary["eval"]["examples"] > 0
 
 
+@pytest.mark.slow
 def test_prefetching_batches_changes_nothing(tmp_path):
     a, _ = loop.train_and_evaluate(_vae(prefetch=0), str(tmp_path / "a"))
     b, _ = loop.train_and_evaluate(_vae(prefetch=3), str(tmp_path / "b"))

@@ -55,6 +55,7 @@ def _counting(setup):
 KEY = jax.random.PRNGKey(3)
 
 
+@pytest.mark.slow
 def test_chunks_are_calls_with_folded_keys_and_one_compile(vae):
     setup, state = vae
     counted, traces = _counting(setup)
@@ -86,6 +87,7 @@ def test_one_chunk_is_bit_identical_to_the_unchunked_call(vae):
     assert not np.array_equal(chunked.images, reference)  # several chunks: folded keys
 
 
+@pytest.mark.slow
 def test_class_all_labels_are_split_across_chunks(cond_diffusion):
     setup, state, kwargs = cond_diffusion
     num, ncol, label = sampling.class_choice(setup, kwargs, "all", 20)

@@ -45,6 +45,7 @@ def _codes(seed, shape, k=K):
 # --- the network --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_causal_logits_at_a_position_ignore_the_codes_at_and_after_it():
     model = _model()
     params = _params(model, N - 1)
@@ -58,6 +59,7 @@ def test_causal_logits_at_a_position_ignore_the_codes_at_and_after_it():
         assert np.abs(out[:, i + 1] - base[:, i + 1]).max() > 1e-4  # the next one does see it
 
 
+@pytest.mark.slow
 def test_the_bidirectional_model_sees_every_position():
     model = _model(causal=False, extra=1)
     params = _params(model, N)
@@ -67,6 +69,7 @@ def test_the_bidirectional_model_sees_every_position():
     assert np.abs(out[:, 1] - base[:, 1]).max() > 1e-4  # an early position sees the last code
 
 
+@pytest.mark.slow
 def test_cached_decoding_gives_the_full_forward_logits_at_every_position():
     model = _model()
     params = _params(model, N - 1)
@@ -120,6 +123,7 @@ def _samplers(model, params):
     )
 
 
+@pytest.mark.slow
 def test_cached_and_uncached_samplers_draw_the_same_codes_and_cfg_ends_are_exact():
     model = _model()
     params = _params(model, N - 1)
@@ -158,6 +162,7 @@ def test_the_unmasking_schedule_follows_the_cosine_and_ends_with_none_masked():
         tokens.unmask_schedule(49, 50)
 
 
+@pytest.mark.slow
 def test_maskgit_decoding_unmasks_the_planned_number_and_never_changes_a_decided_code():
     model = _model(causal=False, extra=1)
     params = _params(model, N)
@@ -281,6 +286,7 @@ def _prior(tmp_path, name, *variants):
 
 
 @pytest.mark.parametrize("name", ["gpt", "maskgit"])
+@pytest.mark.slow
 def test_a_tiny_prior_learns_the_codes_and_samples_through_the_tokenizer(name, tmp_path):
     config, fake = _prior(tmp_path, name, "cond")
     config.model.width, config.model.depth = 32, 2
@@ -301,6 +307,7 @@ def test_a_tiny_prior_learns_the_codes_and_samples_through_the_tokenizer(name, t
     assert set(np.round(np.unique(images), 5)) <= levels  # decoded by the fake tokenizer
 
 
+@pytest.mark.slow
 def test_guidance_needs_a_conditional_prior(tmp_path):
     config, _ = _prior(tmp_path, "gpt")
     workdir = str(tmp_path / "gpt")

@@ -68,6 +68,7 @@ def test_time_embedding_tells_neighbouring_steps_apart():
     assert float(jnp.abs(emb[2] - emb[3]).max()) > 0.1
 
 
+@pytest.mark.slow
 def test_fresh_model_predicts_zero(tiny_model_and_params):
     # The output convolution starts at zero: the untrained model predicts eps = 0.
     model, params, _ = tiny_model_and_params
@@ -76,6 +77,7 @@ def test_fresh_model_predicts_zero(tiny_model_and_params):
     np.testing.assert_array_equal(out, 0.0)
 
 
+@pytest.mark.slow
 def test_output_depends_on_time_and_label(tiny_model_and_params):
     model, _, params = tiny_model_and_params
     x, t, y = _inputs()
@@ -107,6 +109,7 @@ def test_unconditional_model_refuses_labels():
         jax.eval_shape(model.init, jax.random.PRNGKey(0), x, t, y)
 
 
+@pytest.mark.slow
 def test_gradients_reach_every_parameter(tiny_model_and_params):
     model, _, params = tiny_model_and_params
     x, t, y = _inputs()
@@ -119,6 +122,7 @@ def test_gradients_reach_every_parameter(tiny_model_and_params):
         assert np.any(np.asarray(g) != 0), f"{jax.tree_util.keystr(path)} got no gradient"
 
 
+@pytest.mark.slow
 def test_dropout_is_random_in_training_and_off_in_evaluation(tiny_model_and_params):
     _, _, params = tiny_model_and_params
     model = _tiny(dropout=0.5)  # dropout has no parameters: the same params fit
@@ -136,6 +140,7 @@ def test_dropout_is_random_in_training_and_off_in_evaluation(tiny_model_and_para
     )
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_params_and_close_outputs(tiny_model_and_params):
     model, _, params = tiny_model_and_params
     mixed = _tiny(dtype=jnp.bfloat16)

@@ -24,6 +24,7 @@ def _loss_and_grads(config, state, batch):
 
 @pytest.mark.parametrize("kind", ["conv", "mlp"])
 @pytest.mark.parametrize("likelihood", ["bernoulli", "discretized_gaussian"])
+@pytest.mark.slow
 def test_gradients_reach_encoder_and_decoder(tiny_vae_config, kind, likelihood):
     config = tiny_vae_config
     config.model.kind = kind
@@ -59,6 +60,7 @@ def test_kl_warmup_ramps_beta_linearly(tiny_vae_config):
     np.testing.assert_allclose(betas, [0.2, 1.0, 2.0, 2.0], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_tiny_run_learns(tiny_vae_config):
     config = tiny_vae_config
     config.optimizer.learning_rate = 3e-3

@@ -80,6 +80,7 @@ def _x(batch):
     return batch["image"].astype(jnp.float32) / 127.5 - 1.0
 
 
+@pytest.mark.slow
 def test_adaptive_weight_is_the_ratio_of_gradient_norms_on_the_last_layer():
     config = _config("loss")
     state = _state(config, step=3)
@@ -97,6 +98,7 @@ def test_adaptive_weight_is_the_ratio_of_gradient_norms_on_the_last_layer():
 
 
 @pytest.mark.parametrize("codebook", ["loss", "ema"])
+@pytest.mark.slow
 def test_the_split_at_the_last_layer_gives_the_gradient_of_the_whole_loss(codebook):
     """rec + lambda * adv + VQ terms, with lambda held fixed, differentiated in one go, equals
     what the step computes from its one forward pass and the last layer's vjp."""
@@ -145,6 +147,7 @@ def _norms(grads) -> dict[str, float]:
     return out
 
 
+@pytest.mark.slow
 def test_each_loss_term_reaches_exactly_the_parts_the_math_says():
     """Encoder: reconstruction, adversarial and commitment; decoder: all but commitment;
     codebook: the VQ term only. Each term is isolated by switching the others off."""
@@ -183,6 +186,7 @@ def test_each_loss_term_reaches_exactly_the_parts_the_math_says():
     assert rec_only["encoder"] > 1e-6 and rec_only["decoder"] > 1e-6
 
 
+@pytest.mark.slow
 def test_before_its_start_the_discriminator_is_not_updated_and_not_heard():
     config = _config(disc_start=5, adv_start=8)
     batch = _batch()
@@ -206,6 +210,7 @@ def test_before_its_start_the_discriminator_is_not_updated_and_not_heard():
         assert (float(metrics["d_weight"]) > 0) == adv_heard
 
 
+@pytest.mark.slow
 def test_fixed_weight_recipe_uses_disc_weight_and_the_r1_penalty():
     config = _config("r1")
     state = _state(config, step=3)
@@ -297,6 +302,7 @@ def test_asking_for_lpips_without_the_extra_names_the_install_command(monkeypatc
         vqgan.validate_config(config)
 
 
+@pytest.mark.slow
 def test_tokenizer_round_trip_uses_the_codebook():
     config = _config()
     state = _state(config)
@@ -312,6 +318,7 @@ def test_tokenizer_round_trip_uses_the_codebook():
     )
 
 
+@pytest.mark.slow
 def test_a_prior_trains_over_a_vqgan_workdir_and_decodes_through_it(tmp_path):
     from jaxgen.engine import loop, sampling
 

@@ -45,6 +45,7 @@ def _norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree.leaves(tree)))
 
 
+@pytest.mark.slow
 def test_each_loss_term_reaches_exactly_the_parameters_the_paper_says():
     """Encoder: reconstruction + commitment; decoder: reconstruction; codebook: the VQ term.
     The commitment term never reaches the codebook, the VQ term never the encoder."""
@@ -76,6 +77,7 @@ def test_each_loss_term_reaches_exactly_the_parameters_the_paper_says():
                 assert norm == 0.0, (term, group, norms[term])
 
 
+@pytest.mark.slow
 def test_ema_codebook_gets_no_gradient_and_moves_by_its_own_update():
     config = _config()
     state, batch = _state_and_batch(config)
@@ -107,6 +109,7 @@ def test_beta_weights_the_commitment_term_only():
     np.testing.assert_allclose(out[1.0]["vq_loss"], out[0.25]["vq_loss"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_dead_codes_are_restarted_inside_the_step_from_encoder_outputs():
     config = _config()
     config.vq.restart_after = 1
@@ -132,6 +135,7 @@ def test_dead_codes_are_restarted_inside_the_step_from_encoder_outputs():
     np.testing.assert_array_equal(np.asarray(new.extra.ema.cluster_size)[restarted], 1.0)
 
 
+@pytest.mark.slow
 def test_eight_device_steps_equal_one_device_steps_with_ema_and_restarts():
     config = _config()
     config.train.batch_size = 16
@@ -143,6 +147,7 @@ def test_eight_device_steps_equal_one_device_steps_with_ema_and_restarts():
     np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_tiny_run_learns_and_a_resumed_run_equals_it(tmp_path):
     config = _config()
     config.train.num_steps = 150
@@ -187,6 +192,7 @@ def test_bad_vqvae_config_values_are_named(key, value, message, tmp_path):
 
 
 @pytest.mark.parametrize("codebook", ["loss", "ema"])
+@pytest.mark.slow
 def test_seeding_puts_every_code_on_an_encoder_output_of_the_first_batch(codebook):
     config = _config() if codebook == "ema" else _config("loss")
     config.vq.seed_from_data, config.vq.restart_after = True, 0
@@ -210,6 +216,7 @@ def test_seeding_puts_every_code_on_an_encoder_output_of_the_first_batch(codeboo
     )
 
 
+@pytest.mark.slow
 def test_restarts_of_a_seeded_loss_codebook_do_not_shock_the_decoder():
     """The README's restart problem, on real MNIST. Unseeded, a codebook learned by the VQ loss
     (Adam moves each row by about the learning rate a step) stays near its +-1/K start while
