@@ -18,10 +18,9 @@ from jaxgen.errors import ConfigError
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Where each data set is read from by default (override with --config.data.path=...): MNIST from
-# $JAXGEN_MNIST, else from ../shared/data/mnist.npz beside the checkout.
-MNIST_NPZ = os.environ.get("JAXGEN_MNIST") or os.path.normpath(
-    os.path.join(_ROOT, "..", "shared", "data", "mnist.npz")
-)
+# $JAXGEN_MNIST when set (read when a config is made), else from ../shared/data/mnist.npz beside
+# the checkout.
+MNIST_NPZ = os.path.normpath(os.path.join(_ROOT, "..", "shared", "data", "mnist.npz"))
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 TFDS_DIR = os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
 
@@ -54,6 +53,8 @@ def new(family: str, dataset: str) -> ml_collections.ConfigDict:
     c.family = family
     c.data.dataset = dataset
     c.data.source, c.data.path, c.data.name, c.data.image_shape = DATA[dataset]
+    if dataset == "mnist":
+        c.data.path = os.environ.get("JAXGEN_MNIST") or c.data.path
     return c
 
 

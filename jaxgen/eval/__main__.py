@@ -89,9 +89,19 @@ def _data_config(dataset: str):
     if dataset not in common.DATA:
         raise ConfigError(f"--dataset={dataset!r} is not one of {sorted(common.DATA)}")
     data = common.new("classifier", dataset).data
-    if _DATA_PATH.value:
-        data.path = _DATA_PATH.value
+    _use_data_path(data)
     return data
+
+
+def _use_data_path(data) -> None:
+    """Point ``data`` at ``--data_path`` when given; ConfigError when it is not there."""
+    if not _DATA_PATH.value:
+        return
+    if not os.path.exists(_DATA_PATH.value):
+        raise ConfigError(
+            f"--data_path={_DATA_PATH.value!r} does not exist; give the data set's file or folder"
+        )
+    data.path = _DATA_PATH.value
 
 
 def _settings() -> report.Settings:
@@ -250,8 +260,7 @@ def _evaluate_files(paths) -> list[dict]:
     evaluator = evaluator_lib.load_for(dataset, _EVALUATOR.value, _ALLOW_WEAK.value)
     settings = _settings()
     data = evaluator.config.data  # the evaluator's own test split
-    if _DATA_PATH.value:
-        data.path = _DATA_PATH.value
+    _use_data_path(data)
     loaded = [_load_samples(path, evaluator) for path in paths]  # every file checked first
     real = report.test_reference(evaluator, data, settings)
     out = []
