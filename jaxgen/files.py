@@ -53,3 +53,19 @@ def target_of(path: str) -> str:
     for messages that should name the file the user asked for."""
     match = re.fullmatch(r"(.*)\.[0-9a-f]{8}\.tmp(\.[^./]*)?", path, flags=re.DOTALL)
     return match.group(1) if match else path
+
+
+def unwritable_reason(path: str) -> str | None:
+    """Why a file cannot be written at ``path`` (it is a folder, a folder on its way is a file,
+    the folder it would go in is not writable), or ``None``. Creates nothing."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return "is a folder, not a file path"
+    folder = os.path.dirname(path)
+    while not os.path.exists(folder):  # the nearest folder that exists is where mkdir starts
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        return f"cannot be created: {folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot be created: {folder} is not writable"
+    return None

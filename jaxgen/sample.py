@@ -37,19 +37,21 @@ from absl import app, flags, logging
 
 from jaxgen.data import DataError, load_splits
 from jaxgen.engine import cli, loop, sampling
-from jaxgen.engine.images import save_grid, unwritable_reason
+from jaxgen.engine.config import MAX_SEED
+from jaxgen.engine.images import save_grid
 from jaxgen.errors import CheckpointError, ConfigError
-from jaxgen.files import atomic_path, target_of
+from jaxgen.files import atomic_path, target_of, unwritable_reason
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A train.py workdir.")
-_NUM = flags.DEFINE_integer("num", 64, "How many images.")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_NUM = flags.DEFINE_integer("num", 64, "How many images.", lower_bound=1)
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.", lower_bound=0, upper_bound=MAX_SEED)
 _BATCH = flags.DEFINE_integer(
     "batch",
     256,
     "Images per compiled sampling call: --num is made in chunks of this many (bounds device "
     "memory). With --num <= --batch one call with the --seed key; with more, chunk i uses "
     "fold_in(key, i).",
+    lower_bound=1,
 )
 _OUT = flags.DEFINE_string("out", None, "PNG path (default: <workdir>/samples.png).")
 _RECON = flags.DEFINE_bool(
@@ -100,13 +102,17 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     try:
-        if _NUM.value < 1:
-            raise ConfigError(f"--num={_NUM.value} must be >= 1")
-        if _BATCH.value < 1:
-            raise ConfigError(f"--batch={_BATCH.value} must be >= 1 (images per sampling call)")
         setup, state = loop.restore_for_inference(_WORKDIR.value)
         caps, name = setup.caps, setup.family.name
         reconstruct = _RECON.value
+        if not caps.generates and _CLASS.value is not None:
+            raise ConfigError(
+                f"--class={_CLASS.value}: {_WORKDIR.value} holds a {name!r} model, which does "
+                "not generate (it reconstructs; train a prior on its codes to generate a class)"
+                if caps.reconstructs
+                else f"--class={_CLASS.value}: {_WORKDIR.value} holds a {name!r} model, which "
+                "does not generate"
+            )
         if not caps.generates and caps.reconstructs and not reconstruct:
             print(
                 f"{name!r} does not generate on its own (train a prior on its codes for that); "

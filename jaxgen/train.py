@@ -51,8 +51,15 @@ def _parse_flags(argv):
         return flags.FLAGS(configs.resolve_argv(argv))
     except Exception as e:  # noqa: BLE001 (config_flags raises many types for a bad override)
         text = _one_line(str(e) or type(e).__name__)
-        if isinstance(e, AttributeError):  # an override of a key the config does not have
-            text = f"unknown config key in an override: {text}"
+        if isinstance(e, (AttributeError, KeyError)):  # an override of a key the config lacks
+            key = text.strip("'\"")
+            given = [
+                a.split("=", 1)[0]
+                for a in argv
+                if a.startswith("--config.") and key in a.split("=", 1)[0].split(".")
+            ]
+            where = f" ({', '.join(given)})" if given else ""
+            text = f"unknown config key in an override{where}: {text}"
         print(f"error: {text}", file=sys.stderr)
         sys.exit(2)
 

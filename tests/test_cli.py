@@ -252,8 +252,8 @@ def test_sample_py_chunks_and_refuses_nan_images_bad_values_and_folders(tmp_path
     line = refused(f"--workdir={broken}", "--num=5", "--batch=2", match="5 of 5 images")
     assert "NaN or Inf" in line and "diverged or corrupt checkpoint" in line
     assert sorted(os.listdir(broken)) == ["checkpoints", "config.json"]  # no samples.*
-    refused(f"--workdir={broken}", "--batch=0", match="--batch=0 must be >= 1")
-    refused(f"--workdir={workdir}", "--temperature=inf", match="--temperature=inf is not a finite")
+    refused(f"--workdir={broken}", "--batch=0", match="--batch=0: 0 is not a positive integer")
+    refused(f"--workdir={workdir}", "--temperature=inf", match="--temperature=inf: is not a finite")
     folder = tmp_path / "ok"
     refused(f"--workdir={workdir}", f"--out={folder}", match=f"--out ({folder}) is a folder")
     refused(f"--workdir={workdir}", f"--out={out}/x.png", match=f"{out} is a file, not a folder")

@@ -109,7 +109,8 @@ def test_unknown_variant_and_two_data_sets_are_named():
         (
             "data.path",
             "/nonexistent/mnist.npz",
-            r"data.path='/nonexistent/mnist.npz' does not exist; data.source='npz' needs",
+            r"data.path='/nonexistent/mnist.npz' does not exist; mnist is read from there: .* "
+            r"set JAXGEN_MNIST=",
         ),
         ("data.source", "csv", r"data.source='csv' is not one of"),
         ("mesh.data", 3, r"mesh.data=3 must be -1 \(all devices\) or the device count, 8"),

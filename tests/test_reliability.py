@@ -207,7 +207,7 @@ def test_prefetching_batches_changes_nothing(tmp_path):
 def test_train_py_turns_bad_overrides_into_one_line(tmp_path):
     for override, message in [
         ("--config.train.nun_steps=3", "unknown config key in an override: 'nun_steps'"),
-        ("--config.seed=-1", "seed=-1 must be an integer >= 0"),
+        ("--config.seed=-1", "seed=-1 must be an integer in [0, 4294967295]"),
     ]:
         result = subprocess.run(
             [sys.executable, "train.py", "--config=configs/vae.py:mnist,tiny"]

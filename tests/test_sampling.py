@@ -165,11 +165,11 @@ def test_writes_refuse_folders_and_leave_no_temporary_file(tmp_path):
     grid = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype(np.float32)
     folder = tmp_path / "folder"
     folder.mkdir()
-    assert "is a folder" in images_lib.unwritable_reason(str(folder))
+    assert "is a folder" in files.unwritable_reason(str(folder))
     (tmp_path / "file").write_text("x")
-    reason = images_lib.unwritable_reason(str(tmp_path / "file" / "sub" / "a.png"))
+    reason = files.unwritable_reason(str(tmp_path / "file" / "sub" / "a.png"))
     assert "is a file, not a folder" in reason
-    assert images_lib.unwritable_reason(str(tmp_path / "new" / "sub" / "a.png")) is None
+    assert files.unwritable_reason(str(tmp_path / "new" / "sub" / "a.png")) is None
     assert not (tmp_path / "new").exists()  # asking creates nothing
 
     with pytest.raises(IsADirectoryError):

@@ -17,7 +17,9 @@ from jaxgen.errors import ConfigError
 # The checkout (this file is jaxgen/configs/common.py in it); MNIST is read from beside it.
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Where each data set is read from by default (override with --config.data.path=...).
+# Where each data set is read from by default (override with --config.data.path=...): MNIST from
+# $JAXGEN_MNIST when set (read when a config is made), else from ../shared/data/mnist.npz beside
+# the checkout.
 MNIST_NPZ = os.path.normpath(os.path.join(_ROOT, "..", "shared", "data", "mnist.npz"))
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 TFDS_DIR = os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
@@ -51,6 +53,8 @@ def new(family: str, dataset: str) -> ml_collections.ConfigDict:
     c.family = family
     c.data.dataset = dataset
     c.data.source, c.data.path, c.data.name, c.data.image_shape = DATA[dataset]
+    if dataset == "mnist":
+        c.data.path = os.environ.get("JAXGEN_MNIST") or c.data.path
     return c
 
 
@@ -88,3 +92,14 @@ def schedule_28x28(c: ml_collections.ConfigDict) -> None:
 
 def section(**values) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(values)
+
+
+def first_stage(dataset: str) -> ml_collections.ConfigDict:
+    """A prior's ``first_stage`` section: the trained tokenizer it models the codes of."""
+    return section(
+        workdir=f"runs/vqvae_{dataset}",  # a trained tokenizer run
+        config=section(),  # filled from its config.json when the run starts
+        # True: the tokenizer may have been trained on another data set than the prior's
+        # (a deliberate transfer); by default that is refused.
+        allow_other_data=False,
+    )

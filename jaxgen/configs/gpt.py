@@ -25,10 +25,7 @@ VARIANTS = {
 def get_config(arg=None):
     dataset, variants = common.parse(arg, DATASETS, VARIANTS)
     c = common.new("gpt", dataset)
-    c.first_stage = common.section(
-        workdir=f"runs/vqvae_{dataset}",  # a trained tokenizer run
-        config=common.section(),  # filled from its config.json when the run starts
-    )
+    c.first_stage = common.first_stage(dataset)
     c.model = common.section(
         width=128,
         depth=4,

@@ -81,6 +81,19 @@ def _as_nhwc_uint8(images: np.ndarray, where: str) -> np.ndarray:
     return images
 
 
+# How to get each named data set onto a machine without internet at run time: the missing-data
+# error quotes it (``jaxgen.engine.config.validate``).
+HOW_TO_GET = {
+    "mnist": "MNIST as one .npz with x_train, y_train, x_test, y_test (the layout of the mnist.npz "
+    "that Keras distributes, and of ../shared/data/mnist.npz beside this project's checkout); "
+    "put it anywhere and set JAXGEN_MNIST=/path/to/mnist.npz, or pass "
+    "--config.data.path=/path/to/mnist.npz",
+    "fashion_mnist": "Fashion-MNIST's four IDX files: apt-get install dataset-fashion-mnist "
+    "(Debian and Ubuntu) puts them in /usr/share/datasets/fashion-mnist, the default; elsewhere "
+    "pass --config.data.path=<the folder that holds them>",
+}
+
+
 # ----------------------------------------------------------------------------------- IDX files
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 

@@ -33,6 +33,12 @@ has), so reading a workdir (sampling, evaluation) never changes it.
 
 Storage errors while saving (a full disk, a read-only folder) become one ``CheckpointError`` line
 naming the step's path and the OS error; the steps already written stay.
+
+A save that was interrupted (``kill -9`` mid-write) leaves orbax's temporary folder
+``<step>.orbax-checkpoint-tmp*``; it never looks finished. A writing ``Checkpointer`` removes
+such folders when it opens the workdir and says so in one line (``report``). One opened with
+``read_only=True`` (sampling, evaluation, a prior reading its tokenizer) creates, removes and
+renames nothing, not even the ``checkpoints`` folder.
 """
 
 from __future__ import annotations
@@ -43,7 +49,9 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +63,7 @@ from jaxgen.files import atomic_write
 
 CONFIG_FILE = "config.json"
 CHECKSUM_DIR = "checksums"
+_UNFINISHED = re.compile(r"(\d+)\.orbax-checkpoint-tmp.*")  # a save killed mid-write
 _MAX_MESSAGE = 380  # characters of a one-line error
 _log = logging.getLogger(__name__)
 
@@ -77,11 +86,12 @@ def save_config(workdir: str, config) -> None:
         f.write(config.to_json(indent=2))
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
+def load_config(workdir: str, key: str = "--workdir") -> ml_collections.ConfigDict:
+    """The run's ``config.json``; ``key`` names where ``workdir`` came from in the messages."""
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.isfile(path):
         raise CheckpointError(
-            f"{path} not found: --workdir={workdir!r} holds no jaxgen run; train one with "
+            f"{path} not found: {key}={workdir!r} holds no jaxgen run; train one with "
             "train.py --workdir=... first"
         )
     try:
@@ -102,14 +112,24 @@ class Checkpointer:
         keep: int = 3,
         async_save: bool = True,
         report: Callable[[str], None] | None = None,
+        read_only: bool = False,
     ):
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
         self.checksum_dir = os.path.join(self.directory, CHECKSUM_DIR)
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=async_save
-        )
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self.read_only = read_only
         self._report = report if report is not None else _log.warning
+        if read_only:
+            options = ocp.CheckpointManagerOptions(
+                read_only=True, create=False, save_interval_steps=0, max_to_keep=None
+            )
+            with _quiet("absl"):  # "Given directory is read only": as asked
+                self._manager = ocp.CheckpointManager(self.directory, options=options)
+        else:
+            self._discard_unfinished_saves()
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True, enable_async_checkpointing=async_save
+            )
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._unsealed: set[int] = set()  # saved by this process, not yet sealed
         self._skipped: list[int] = []  # steps the last restore found bad, newest first
         self._closed = False
@@ -118,6 +138,28 @@ class Checkpointer:
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
+
+    def _discard_unfinished_saves(self) -> None:
+        """Remove the temporary folders of saves that never completed, one line each (orbax
+        would remove them at the next save of that step with a raw warning)."""
+        if jax.process_index() != 0 or not os.path.isdir(self.directory):
+            return
+        for name in sorted(os.listdir(self.directory)):
+            match = _UNFINISHED.fullmatch(name)
+            if not match:
+                continue
+            path = os.path.join(self.directory, name)
+            try:
+                shutil.rmtree(path)
+            except OSError as e:
+                raise CheckpointError(
+                    f"cannot remove the unfinished save {path}: {_describe_os_error(e)}; "
+                    "delete it to go on training"
+                ) from e
+            self._report(
+                f"the unfinished save of step {match.group(1)} (interrupted before it completed) "
+                f"was discarded: {path}"
+            )
 
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
@@ -185,7 +227,7 @@ class Checkpointer:
         """Write the checksum file of every finalised step saved by this process, and drop the
         checksum files of steps orbax has rotated out."""
         steps, self._unsealed = sorted(self._unsealed), set()
-        if jax.process_index() != 0:
+        if jax.process_index() != 0 or self.read_only:
             return
         kept = set(self.all_steps())
         try:
@@ -479,3 +521,15 @@ def _os_error(e: BaseException) -> str | None:
             return f"{os.strerror(code)} ({errno.errorcode[code]})"
         e = e.__cause__ or e.__context__
     return None
+
+
+@contextmanager
+def _quiet(logger_name: str):
+    """Hide a logger's warnings for the duration (orbax's notes that repeat what we asked)."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -48,9 +48,23 @@ def define_options(family) -> dict:
     holders = {}
     for opt in family.sample_options if family is not None else ():
         holders[opt.name] = _DEFINE[opt.kind](opt.name, opt.default, opt.help)
+        flags.register_validator(opt.name, _validator(opt), message=f"--{opt.name}")
         for alias in opt.aliases:
             flags.DEFINE_alias(alias, opt.name)
     return holders
+
+
+def _validator(opt):
+    """An absl validator from ``SampleOption.check``: a bad value fails at parsing, before any
+    checkpoint is read, with the option's own message."""
+
+    def valid(value):
+        problem = opt.problem(value)
+        if problem:
+            raise flags.ValidationError(problem)  # absl adds "flag --name=value: "
+        return True
+
+    return valid
 
 
 def parse_flags(argv):

@@ -12,12 +12,17 @@ import os
 
 import ml_collections
 
-from jaxgen.data.sources import SOURCES
+from jaxgen.data.sources import HOW_TO_GET, SOURCES
 from jaxgen.engine import evals
 from jaxgen.errors import ConfigError
 from jaxgen.families import get_family
 
 FSDP_MIN_SIZE = 2**16  # default mesh.fsdp_min_size: smaller arrays stay replicated
+
+
+# The largest seed: every seed goes into jax.random.PRNGKey and numpy generators, and 32 bits
+# fit both on every platform (a larger one is an OverflowError deep inside).
+MAX_SEED = 2**32 - 1
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -156,8 +161,9 @@ def validate(
     ``fsdp``: the ``fsdp`` size the mesh will have, when it differs from ``mesh.fsdp``
     (inference on fewer devices); by default ``mesh.fsdp``."""
     family = get_family(config.family)  # raises on an unknown family
-    if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
-        raise ConfigError(f"seed={config.seed!r} must be an integer >= 0")
+    seed = config.seed
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed={seed!r} must be an integer in [0, {MAX_SEED}]")
     train = config.train
     if train.get("nonfinite", "stop") not in NONFINITE:
         raise ConfigError(f"train.nonfinite={train.nonfinite!r} is not one of {NONFINITE}")
@@ -225,6 +231,12 @@ def validate(
                 "image_folder": "a folder with train/ and test/ subfolders of class folders",
                 "tfds": "a TFDS data dir with the data set already prepared",
             }[config.data.source]
+            dataset = config.data.get("dataset", "")
+            if dataset in HOW_TO_GET:
+                raise ConfigError(
+                    f"data.path={path!r} does not exist; {dataset} is read from there: "
+                    f"{HOW_TO_GET[dataset]}"
+                )
             raise ConfigError(
                 f"data.path={path!r} does not exist; data.source={config.data.source!r} needs "
                 f"{hint}. Set it with --config.data.path=..."

@@ -6,7 +6,8 @@ tokenizer's run in ``first_stage.workdir``. This module is the only place that d
 - ``resolve``: copy that run's ``config.json`` into ``first_stage.config`` (once; a restored
   run's config already holds it), so the prior's own run is self-describing;
 - ``check``: the named run is a tokenizer (its family's capabilities say ``is_tokenizer``) made
-  for the prior's images;
+  for the prior's images: their shape, and their data set unless ``first_stage.allow_other_data``
+  consents to a transfer;
 - ``attach``: put the tokenizer's parameters (``Family.tokenizer_params`` of its restored state)
   into the prior's ``State.frozen`` when the prior starts fresh, so that the prior's checkpoint
   alone can sample.
@@ -56,6 +57,19 @@ def check(config) -> None:
             f"{tuple(fs.data.image_shape)} (first_stage.workdir="
             f"{config.first_stage.workdir!r}); train the prior on the first stage's data"
         )
+    mine, theirs = _data_name(config.data), _data_name(fs.data)
+    if mine != theirs and not config.first_stage.get("allow_other_data", False):
+        raise ConfigError(
+            f"the first stage in first_stage.workdir={config.first_stage.workdir!r} was trained "
+            f"on {theirs}, this prior on {mine}; train the prior on its first stage's data set "
+            f"(e.g. --config=configs/{config.family}.py:{fs.data.get('dataset') or '<data set>'}"
+            "), or pass --config.first_stage.allow_other_data=True for a deliberate transfer"
+        )
+
+
+def _data_name(data) -> str:
+    """A data section's data set in words: its name, else its source (procedural data)."""
+    return repr(data.get("dataset") or data.get("source", ""))
 
 
 def attach(config, state, first_state):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 from PIL import Image
@@ -26,22 +25,6 @@ def make_grid(images: np.ndarray, ncol: int | None = None, pad: int = 2) -> np.n
         y, x = pad + r * (h + pad), pad + q * (w + pad)
         grid[y : y + h, x : x + w] = np.round(np.clip(im.astype(np.float32), 0, 1) * 255)
     return grid[..., 0] if c == 1 else grid
-
-
-def unwritable_reason(path: str) -> str | None:
-    """Why a file cannot be written at ``path`` (it is a folder, a folder on its way is a file,
-    the folder it would go in is not writable), or ``None``. Creates nothing."""
-    path = os.path.abspath(path)
-    if os.path.isdir(path):
-        return "is a folder, not a file path"
-    folder = os.path.dirname(path)
-    while not os.path.exists(folder):  # the nearest folder that exists is where mkdir starts
-        folder = os.path.dirname(folder)
-    if not os.path.isdir(folder):
-        return f"cannot be created: {folder} is a file, not a folder"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"cannot be created: {folder} is not writable"
-    return None
 
 
 def save_grid(images: np.ndarray, path: str, ncol: int | None = None, scale: int = 2) -> str:

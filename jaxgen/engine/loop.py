@@ -100,7 +100,6 @@ def make_setup(config, devices=None, need_data: bool = True, fit_fsdp: bool | No
     devices = list(jax.devices() if devices is None else devices)
     family = get_family(config.family)
     caps = family.capabilities(config)
-    family.check(caps)
     if caps.first_stage:
         first_stage.resolve(config)
     fsdp = config.mesh.get("fsdp", 1)
@@ -108,6 +107,9 @@ def make_setup(config, devices=None, need_data: bool = True, fit_fsdp: bool | No
     if fit and isinstance(fsdp, int) and not isinstance(fsdp, bool) and fsdp > 1:
         fsdp = math.gcd(fsdp, len(devices))  # the layout is not part of the model
     validate(config, len(devices), jax.process_count(), need_data=need_data, fsdp=fsdp)
+    # After the family's own checks, which name the config key behind a bad derived value
+    # (gan.n_critic=0, not batches_per_step=0).
+    family.check(caps)
     if caps.first_stage:
         first_stage.check(config)
     mesh = make_mesh(devices, fsdp=fsdp)
@@ -324,6 +326,10 @@ def _train(config, workdir: str, *, devices, stop_at_step, allow_config_change: 
     train_split, test_split = load_splits(cfg.data)
     check_labels(setup, train_split, test_split)
     evaluators = evals_lib.build(setup, test_split)  # checks eval settings against the data
+    first = None
+    if caps.first_stage and not (os.path.isdir(workdir) and has_checkpoint(workdir)):
+        # A new prior: its tokenizer's weights, read before anything is written in its run.
+        _, first = restore_for_inference(cfg.first_stage.workdir, devices, "first_stage.workdir")
     workdir_lib.prepare(workdir)
     say = (lambda text: print(text, flush=True)) if is_main else (lambda text: None)
     summary: dict[str, Any] = {"step": 0, "stopped_early": True}
@@ -341,7 +347,9 @@ def _train(config, workdir: str, *, devices, stop_at_step, allow_config_change: 
             else:
                 state = setup.init_state()
                 if caps.first_stage:  # frozen weights of a trained first stage
-                    _, first = restore_for_inference(cfg.first_stage.workdir, devices)
+                    if first is None:
+                        key = "first_stage.workdir"
+                        _, first = restore_for_inference(cfg.first_stage.workdir, devices, key)
                     state = first_stage.attach(cfg, state, first)
                     state = jax.device_put(state, setup.state_sharding)
             ckpt_lib.save_config(workdir, cfg)
@@ -636,16 +644,18 @@ def evaluate(workdir: str, eval_config=None, devices=None) -> dict[str, float]:
     return metrics
 
 
-def restore_state(setup: Setup, workdir: str):
+def restore_state(setup: Setup, workdir: str, key: str = "--workdir"):
+    """The latest good checkpoint of ``workdir``, read without changing anything there;
+    ``key`` names where ``workdir`` came from in the messages."""
     checkpoints = ckpt_lib.Checkpointer(
         workdir,
-        keep=setup.config.train.keep_checkpoints,
         report=lambda line: print(line, file=sys.stderr, flush=True),
+        read_only=True,
     )
     try:
         if checkpoints.latest_step() is None:
             raise ckpt_lib.CheckpointError(
-                f"--workdir={workdir!r} has no checkpoint in {checkpoints.directory}; train first "
+                f"{key}={workdir!r} has no checkpoint in {checkpoints.directory}; train it first "
                 "(train.py --workdir=...) or point at a finished run"
             )
         return checkpoints.restore(setup.abstract_with_shardings())
@@ -653,11 +663,21 @@ def restore_state(setup: Setup, workdir: str):
         checkpoints.close()
 
 
-def restore_for_inference(workdir: str, devices=None):
-    """``(setup, state)`` from the latest checkpoint and ``config.json`` of ``workdir``."""
-    config = ckpt_lib.load_config(workdir)
+def restore_for_inference(workdir: str, devices=None, key: str = "--workdir"):
+    """``(setup, state)`` from the latest checkpoint and ``config.json`` of ``workdir``, which
+    is only read. ``key``: the flag or config key that named ``workdir``, for the messages."""
+    config = ckpt_lib.load_config(workdir, key)
     setup = make_setup(config, devices, need_data=False)
-    return setup, restore_state(setup, workdir)
+    return setup, restore_state(setup, workdir, key)
+
+
+def has_checkpoint(workdir: str) -> bool:
+    """Whether ``workdir`` holds a checkpoint (read only: creates nothing)."""
+    checkpoints = ckpt_lib.Checkpointer(workdir, read_only=True)
+    try:
+        return checkpoints.latest_step() is not None
+    finally:
+        checkpoints.close()
 
 
 def _format(split: str, row: dict) -> str:

@@ -10,7 +10,6 @@ memory bounds the chunk, not ``num``.
 
 from __future__ import annotations
 
-import math
 import operator
 import sys
 
@@ -26,7 +25,7 @@ from jaxgen.families import Family, Samples
 def prepare(setup, values: dict, restore) -> dict:
     """``sample``'s keyword arguments from option values by name (missing: the default).
 
-    ``restore(workdir) -> (setup, state)`` restores options of type ``workdir``."""
+    ``restore(workdir, key=flag) -> (setup, state)`` restores options of type ``workdir``."""
     family: Family = setup.family
     known = {o.name for o in family.sample_options}
     unknown = sorted(set(values) - known)
@@ -35,16 +34,18 @@ def prepare(setup, values: dict, restore) -> dict:
             f"{unknown} are not sampling options of the {family.name!r} family; its options "
             f"are {sorted(known) or 'none'}"
         )
-    for name, value in values.items():
-        # NaN or Inf would sample without complaint and give NaN images (or silently clipped
-        # ones); refuse it here, before anything is compiled or restored.
-        if isinstance(value, (float, np.floating)) and not math.isfinite(value):
-            raise ConfigError(f"--{name}={value} is not a finite number")
+    # NaN, Inf or a value out of an option's bounds would sample without complaint (NaN images,
+    # N identical images, a sentinel taken for "the config's"); refuse it here, before anything
+    # is compiled or restored.
+    for opt in family.sample_options:
+        if opt.name in values:
+            value = values[opt.name]
+            opt.check(float(value) if isinstance(value, np.floating) else value)
     options = {}
     for opt in family.sample_options:
         value = values.get(opt.name, opt.default)
         if opt.kind == "workdir" and value:
-            other_setup, other_state = restore(value)
+            other_setup, other_state = restore(value, key=f"--{opt.name}")
             value = (other_setup.config, other_state)
         options[opt.name] = value
     if family.prepare_sample is not None:

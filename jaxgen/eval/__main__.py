@@ -33,15 +33,22 @@ from absl import app, flags, logging
 
 from jaxgen.data import DataError, load_splits
 from jaxgen.engine import cli, loop
+from jaxgen.engine.config import MAX_SEED
 from jaxgen.errors import CheckpointError, ConfigError
 from jaxgen.eval import evaluator as evaluator_lib
 from jaxgen.eval import report
-from jaxgen.files import atomic_write
+from jaxgen.files import atomic_write, target_of, unwritable_reason
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A train.py workdir to evaluate.")
-_NUM = flags.DEFINE_integer("num", 10_000, "How many samples (or reference images).")
-_BATCH = flags.DEFINE_integer("batch", 500, "Images per compiled sampling call.")
-_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (and the KID subsets' seed).")
+_NUM = flags.DEFINE_integer("num", 10_000, "How many samples (or reference images).", lower_bound=1)
+_BATCH = flags.DEFINE_integer("batch", 500, "Images per compiled sampling call.", lower_bound=1)
+_SEED = flags.DEFINE_integer(
+    "seed",
+    0,
+    "Sampling seed (and the KID subsets' seed).",
+    lower_bound=0,
+    upper_bound=MAX_SEED,
+)
 _EVALUATOR = flags.DEFINE_string(
     "evaluator", None, "Evaluator workdir (default: runs/evaluators/<data set>)."
 )
@@ -56,7 +63,16 @@ _REFERENCE = flags.DEFINE_enum(
 )
 _OUT = flags.DEFINE_string("out", None, "JSON path (default: <workdir>/eval.json).")
 _KEEP = flags.DEFINE_integer(
-    "keep", 10_000, "Features kept for KID and precision/recall (FD uses every image)."
+    "keep",
+    10_000,
+    "Features kept for KID and precision/recall (FD uses every image).",
+    lower_bound=1,
+)
+_ALLOW_WEAK = flags.DEFINE_bool(
+    "allow_weak_evaluator",
+    False,
+    "Score with an evaluator below its data set's required test accuracy (e.g. a tiny run); "
+    "the JSON marks it below_required_accuracy.",
 )
 _LIKELIHOOD = flags.DEFINE_bool(
     "likelihood", True, "Also run the family's held-out eval for its likelihoods, if any."
@@ -73,9 +89,19 @@ def _data_config(dataset: str):
     if dataset not in common.DATA:
         raise ConfigError(f"--dataset={dataset!r} is not one of {sorted(common.DATA)}")
     data = common.new("classifier", dataset).data
-    if _DATA_PATH.value:
-        data.path = _DATA_PATH.value
+    _use_data_path(data)
     return data
+
+
+def _use_data_path(data) -> None:
+    """Point ``data`` at ``--data_path`` when given; ConfigError when it is not there."""
+    if not _DATA_PATH.value:
+        return
+    if not os.path.exists(_DATA_PATH.value):
+        raise ConfigError(
+            f"--data_path={_DATA_PATH.value!r} does not exist; give the data set's file or folder"
+        )
+    data.path = _DATA_PATH.value
 
 
 def _settings() -> report.Settings:
@@ -135,7 +161,9 @@ def _evaluate_workdir(workdir: str) -> dict:
     started = time.perf_counter()
     setup, state = loop.restore_for_inference(workdir)
     values = {k: holder.value for k, holder in _OPTIONS.items()}
-    scoring = report.RunScoring.prepare(setup, values, _settings(), _EVALUATOR.value)
+    scoring = report.RunScoring.prepare(
+        setup, values, _settings(), _EVALUATOR.value, _ALLOW_WEAK.value
+    )
     evaluator = scoring.evaluator
     result = scoring.run(state, _NUM.value, rng=jax.random.PRNGKey(_SEED.value), batch=_BATCH.value)
     if _LIKELIHOOD.value:
@@ -181,7 +209,7 @@ def _evaluate_reference(kind: str) -> dict:
     if not dataset:
         raise ConfigError("--reference needs --dataset (mnist, fashion_mnist)")
     data = _data_config(dataset)
-    evaluator = evaluator_lib.load_for(dataset, _EVALUATOR.value)
+    evaluator = evaluator_lib.load_for(dataset, _EVALUATOR.value, _ALLOW_WEAK.value)
     settings = _settings()
     real = report.test_reference(evaluator, data, settings)
     fake = report.FeatureSink(evaluator, settings.keep)
@@ -199,22 +227,44 @@ def _evaluate_reference(kind: str) -> dict:
     }
 
 
+def _load_samples(path: str, evaluator) -> tuple[np.ndarray, np.ndarray | None]:
+    """A sample file's images and labels, checked where they enter: readable, the evaluator's
+    image shape, finite values in [0, 1] (or uint8), and labels of its classes, one per image."""
+    try:
+        with np.load(path) as arrays:
+            images = arrays["images"]
+            labels = arrays["labels"] if "labels" in arrays else None
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        raise ConfigError(f"{path} is not a sample.py .npz with 'images' ({e})") from e
+    if images.ndim != 4:
+        raise ConfigError(f"{path}: images have shape {images.shape}; expected [N, H, W, C]")
+    evaluator.check_images(images, f"{path}: the images")
+    images = evaluator_lib.checked_images(images, f"{path}: ")
+    if labels is not None:
+        k = int(evaluator.config.model.num_classes)
+        if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+            raise ConfigError(
+                f"{path}: labels are {labels.dtype} {labels.shape}; expected {len(images)} "
+                "integers, one per image"
+            )
+        if len(labels) and not 0 <= labels.min() <= labels.max() < k:
+            raise ConfigError(
+                f"{path}: labels run {labels.min()}..{labels.max()}; the evaluator's classes "
+                f"are 0..{k - 1}"
+            )
+    return images, labels
+
+
 def _evaluate_files(paths) -> list[dict]:
     dataset = _DATASET.value or ""
-    evaluator = evaluator_lib.load_for(dataset, _EVALUATOR.value)
+    evaluator = evaluator_lib.load_for(dataset, _EVALUATOR.value, _ALLOW_WEAK.value)
     settings = _settings()
     data = evaluator.config.data  # the evaluator's own test split
-    if _DATA_PATH.value:
-        data.path = _DATA_PATH.value
+    _use_data_path(data)
+    loaded = [_load_samples(path, evaluator) for path in paths]  # every file checked first
     real = report.test_reference(evaluator, data, settings)
     out = []
-    for path in paths:
-        try:
-            arrays = np.load(path)
-            images = arrays["images"]
-        except (OSError, ValueError, KeyError) as e:
-            raise ConfigError(f"{path} is not a sample.py .npz with 'images' ({e})") from e
-        labels = arrays["labels"] if "labels" in arrays else None
+    for path, (images, labels) in zip(paths, loaded, strict=True):
         fake = report.FeatureSink(evaluator, settings.keep)
         fake.add(images, labels)
         metrics = report.scores(real, fake, settings)
@@ -228,29 +278,44 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     files = argv[1:]
     try:
-        for name, value in (
-            ("--num", _NUM.value),
-            ("--batch", _BATCH.value),
-            ("--keep", _KEEP.value),
-        ):
-            if value < 1:
-                raise ConfigError(f"{name}={value} must be >= 1")
         chosen = [bool(_WORKDIR.value), bool(_REFERENCE.value), bool(files)]
         if sum(chosen) != 1:
             raise ConfigError(
                 f"give exactly one of --workdir=DIR, --reference=train|noise, or {_FILES_HELP}"
             )
+        out = _OUT.value
+        if _WORKDIR.value and not out:
+            out = os.path.join(_WORKDIR.value, "eval.json")
+        if out:  # before any sampling or scoring: a long run must not be lost at the write
+            reason = unwritable_reason(out)
+            if reason:
+                flag = "--out" if _OUT.value else "the default --out, <workdir>/eval.json,"
+                raise ConfigError(f"{flag} ({out}) {reason}")
         if _WORKDIR.value:
             payload = _evaluate_workdir(_WORKDIR.value)
-            out = _OUT.value or os.path.join(_WORKDIR.value, "eval.json")
         elif _REFERENCE.value:
             payload = _evaluate_reference(_REFERENCE.value)
-            out = _OUT.value
         else:
             payload = {"files": _evaluate_files(files)}
-            out = _OUT.value
         if out:
-            _write_json(out, payload)
+            try:
+                _write_json(out, payload)
+            except ValueError as e:  # allow_nan=False: a score that is NaN or Inf
+                bad = [
+                    k
+                    for k, v in payload.get("metrics", {}).items()
+                    if v != v or v in (float("inf"), float("-inf"))
+                ]
+                raise ConfigError(
+                    f"the scores {bad or ''} are not finite numbers; nothing was written to {out}"
+                ) from e
+            except OSError as e:  # past the check: a full disk, a folder made meanwhile
+                path = target_of(str(e.filename or out))  # the file meant, not its temporary
+                print(
+                    f"error: cannot write {path}: {e.strerror or e} (the scores are printed above)",
+                    file=sys.stderr,
+                )
+                sys.exit(2)
             print(f"wrote {out}")
     except (ConfigError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)

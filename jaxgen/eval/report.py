@@ -222,7 +222,12 @@ class RunScoring:
 
     @classmethod
     def prepare(
-        cls, setup, options: dict, settings: Settings, evaluator_workdir: str | None = None
+        cls,
+        setup,
+        options: dict,
+        settings: Settings,
+        evaluator_workdir: str | None = None,
+        allow_weak_evaluator: bool = False,
     ) -> RunScoring:
         """Find the evaluator (``evaluator_workdir``, or the one of ``config.data.dataset``),
         check the sampling ``options`` (by name; missing ones take the family's defaults), then
@@ -230,7 +235,7 @@ class RunScoring:
         from jaxgen.engine import loop, sampling
 
         dataset = setup.config.data.get("dataset", "")
-        evaluator = evaluator_lib.load_for(dataset, evaluator_workdir)
+        evaluator = evaluator_lib.load_for(dataset, evaluator_workdir, allow_weak_evaluator)
         kwargs = {}
         if setup.caps.generates:
             kwargs = sampling.prepare(setup, dict(options), loop.restore_for_inference)

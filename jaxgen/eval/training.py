@@ -20,6 +20,7 @@ SAMPLE_SETTINGS = {
     "num": "samples generated each time (conditional models: every class equally often)",
     "batch": "samples per compiled sampling call",
     "evaluator": "evaluator workdir ('': runs/evaluators/<data.dataset>)",
+    "allow_weak_evaluator": "use an evaluator below its data set's required accuracy (marked)",
     "options": "the family's sampling options by name (default: its defaults)",
     "seed": "sampling seed: the same noise every time, so runs are comparable across steps",
 }
@@ -53,6 +54,7 @@ def samples(setup, settings, test_split) -> Evaluation | None:
         values.get("options") or {},
         report.Settings(keep=num, kid_subset_size=min(1_000, num), seed=seed),
         values.get("evaluator") or None,
+        bool(values.get("allow_weak_evaluator", False)),
     )
     rng = jax.random.PRNGKey(seed)
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -88,13 +89,40 @@ class SampleOption:
     """One sampling option of a family: a ``sample.py`` flag ``--<name>`` while that family's
     workdir is sampled. Its type is its default's (bool, int, float, str) unless ``type`` says
     ``list`` (comma-separated) or ``workdir`` (another run, restored for the family as
-    ``(config, state)``). ``default=None`` means "not given"."""
+    ``(config, state)``). ``default=None`` means "not given" (the family's or the config's
+    value). A number given must be finite and within the declared bounds: ``minimum`` (``> minimum``
+    when ``above``) and ``maximum``; ``check`` says so in one line naming the flag."""
 
     name: str
     default: Any
     help: str
     type: str = ""  # "" (from the default), "list" or "workdir"
     aliases: tuple[str, ...] = ()
+    minimum: float | None = None
+    above: bool = False  # the value must be > minimum, not >= minimum
+    maximum: float | None = None
+
+    def check(self, value) -> None:
+        """Raise ConfigError unless a given ``value`` is finite and within the bounds."""
+        problem = self.problem(value)
+        if problem:
+            raise ConfigError(f"--{self.name}={value!r} {problem}")
+
+    def problem(self, value) -> str | None:
+        """What is wrong with a given ``value`` ("must be > 0"), or ``None``."""
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if not math.isfinite(value):
+            return "is not a finite number"
+        low, high = self.minimum, self.maximum
+        too_low = low is not None and (value <= low if self.above else value < low)
+        if not too_low and (high is None or value <= high):
+            return None
+        if low is not None and high is not None:
+            return f"must be in {'(' if self.above else '['}{low:g}, {high:g}]"
+        if low is not None:
+            return f"must be {'>' if self.above else '>='} {low:g}"
+        return f"must be <= {high:g}"
 
     @property
     def kind(self) -> str:

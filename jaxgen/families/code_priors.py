@@ -127,12 +127,6 @@ def sample_labels(config, num: int, label) -> jax.Array:
     return jnp.broadcast_to(jnp.asarray(label, jnp.int32), (num,))
 
 
-def check_temperature(options: dict) -> None:
-    """``prepare_sample``'s check of ``--temperature``."""
-    if not options["temperature"] > 0:
-        raise ConfigError(f"--temperature={options['temperature']!r} must be > 0")
-
-
 def check_scale(config, options: dict) -> None:
     """``prepare_sample``'s check of ``--scale``: guidance needs the null class of a conditional
     prior."""

@@ -54,10 +54,16 @@ SAMPLE_OPTIONS = (
         "ddpm, ddim, dpm_solver or dpm_solver++ ('': the config's sampler.solver).",
         aliases=("sampler",),
     ),
-    SampleOption("steps", 0, "Solver steps, = model calls (0: the config's sampler.steps)."),
-    SampleOption("order", 0, "Solver order 1-3 (0: the config's sampler.order)."),
+    SampleOption(
+        "steps", 0, "Solver steps, = model calls (0: the config's sampler.steps).", minimum=0
+    ),
+    SampleOption(
+        "order", 0, "Solver order 1-3 (0: the config's sampler.order).", minimum=0, maximum=3
+    ),
     SampleOption("method", "", "multistep or singlestep ('': the config's sampler.method)."),
-    SampleOption("eta", -1.0, "DDIM eta (< 0: the config's sampler.eta)."),
+    SampleOption(
+        "eta", None, "DDIM eta >= 0 (default: the config's sampler.eta).", type="float", minimum=0.0
+    ),
     SampleOption("thresholding", "", "on or off: clip x0 predictions ('': sampler.thresholding)."),
     SampleOption(
         "guidance", "none", "Classifier-free guidance (cfg) or classifier guidance (classifier)."
@@ -74,7 +80,9 @@ SAMPLE_OPTIONS = (
         "CFG: steer away from this class (replaces the null class).",
         type="int",
     ),
-    SampleOption("rescale", 0.0, "CFG: guidance rescale phi in [0, 1] (0: off)."),
+    SampleOption(
+        "rescale", 0.0, "CFG: guidance rescale phi in [0, 1] (0: off).", minimum=0.0, maximum=1.0
+    ),
     SampleOption(
         "interval",
         None,
@@ -293,9 +301,9 @@ def sample(
     """``Samples``: ``num`` images ``[num, H, W, C]`` in ``[0, 1]`` from the EMA weights, and
     their labels (``None`` for an unconditional, unguided model).
 
-    Options left at ``None`` (or ``0`` for ``steps``/``order``, ``< 0`` for ``eta``, ``''``
-    for strings) take the ``sampler`` section's value. ``thresholding`` (``sampler.thresholding``,
-    on by default) clips every x0 prediction to [-1, 1]. ``label``: an int (every sample), an int
+    Options left at ``None`` (or ``0`` for ``steps``/``order``, ``''`` for strings) take the
+    ``sampler`` section's value. ``thresholding`` (``sampler.thresholding``, on by default)
+    clips every x0 prediction to [-1, 1]. ``label``: an int (every sample), an int
     array ``[num]``, or ``None``: classes ``0, 1, .., num_classes - 1, 0, ..`` in turn. The
     null class ``num_classes`` gives a conditional model's unconditional samples.
 
@@ -309,7 +317,7 @@ def sample(
     """
     s = config.sampler
     steps = int(steps) if steps else s.steps
-    eta = s.eta if eta is None or eta < 0 else float(eta)
+    eta = s.eta if eta is None else float(eta)  # a negative one is refused below
     solver = solver or s.solver
     method = method or s.method
     order = int(order) if order else s.order
@@ -469,8 +477,6 @@ def prepare_sample(config, options: dict) -> dict:
                     f"--interval={','.join(options['interval'])} must be t_lo,t_hi with "
                     "0 <= t_lo <= t_hi <= 1"
                 )
-        if not 0 <= options["rescale"] <= 1:
-            raise ConfigError(f"--rescale={options['rescale']} must be in [0, 1]")
         kwargs.update(negative_label=negative, rescale=options["rescale"], interval=interval)
     return kwargs
 

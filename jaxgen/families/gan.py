@@ -48,7 +48,11 @@ from jaxgen.nn.gan import ConvDiscriminator, ConvGenerator, MLPDiscriminator, ML
 from jaxgen.nn.layers import NORMS
 
 MODEL_KINDS = ("conv", "mlp")
-SAMPLE_OPTIONS = (SampleOption("temperature", 1.0, "Noise scale: z ~ N(0, t^2 I)."),)
+SAMPLE_OPTIONS = (
+    SampleOption(
+        "temperature", 1.0, "Noise scale: z ~ N(0, t^2 I) (> 0).", minimum=0.0, above=True
+    ),
+)
 
 
 def _is_image(config) -> bool:

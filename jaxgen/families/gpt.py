@@ -37,9 +37,16 @@ from jaxgen.families.state import State, TrainState
 from jaxgen.nn.transformer import CodeTransformer, init_cache
 
 SAMPLE_OPTIONS = (
-    SampleOption("temperature", 1.0, "Softmax temperature."),
-    SampleOption("top-k", 0, "Keep only the k most likely codes at each step (0: all)."),
-    SampleOption("top-p", 1.0, "Keep the smallest set of codes with this probability (1: all)."),
+    SampleOption("temperature", 1.0, "Softmax temperature (> 0).", minimum=0.0, above=True),
+    SampleOption("top-k", 0, "Keep only the k most likely codes at each step (0: all).", minimum=0),
+    SampleOption(
+        "top-p",
+        1.0,
+        "Keep the smallest set of codes with this probability (1: all).",
+        minimum=0.0,
+        above=True,
+        maximum=1.0,
+    ),
     SampleOption("scale", None, "Classifier-free guidance w (1: the conditional model)."),
     SampleOption("cache", True, "Keep a key-value cache (false: a full forward per step)."),
 )
@@ -127,13 +134,8 @@ def sample_codes(
 
 def prepare_sample(config, options: dict) -> dict:
     """``sample``'s keyword arguments from the ``sample.py`` flags, checked."""
-    cp.check_temperature(options)
     cp.check_scale(config, options)
     top_k, top_p = options["top-k"], options["top-p"]
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise ConfigError(f"--top-k={top_k!r} must be an integer >= 0 (0: no limit)")
-    if not 0.0 < top_p <= 1.0:
-        raise ConfigError(f"--top-p={top_p!r} must be in (0, 1] (1: no limit)")
     return {
         "temperature": options["temperature"],
         "top_k": top_k,

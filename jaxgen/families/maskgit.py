@@ -38,10 +38,16 @@ from jaxgen.families.state import State, TrainState
 from jaxgen.nn.transformer import CodeTransformer
 
 SAMPLE_OPTIONS = (
-    SampleOption("steps", 0, "Decoding steps T (0: the config's maskgit.steps)."),
-    SampleOption("temperature", 1.0, "Softmax temperature of the drawn codes."),
+    SampleOption("steps", 0, "Decoding steps T (0: the config's maskgit.steps).", minimum=0),
     SampleOption(
-        "choice-temperature", -1.0, "Gumbel noise on the confidences at t = 0 (< 0: the config's)."
+        "temperature", 1.0, "Softmax temperature of the drawn codes (> 0).", minimum=0.0, above=True
+    ),
+    SampleOption(
+        "choice-temperature",
+        None,
+        "Gumbel noise on the confidences at t = 0, >= 0 (default: the config's).",
+        type="float",
+        minimum=0.0,
     ),
     SampleOption("scale", None, "Classifier-free guidance w (1: the conditional model)."),
 )
@@ -163,9 +169,8 @@ def sample_codes(
 
 
 def prepare_sample(config, options: dict) -> dict:
-    """``sample``'s keyword arguments from the ``sample.py`` flags, checked; ``--steps=0`` and a
-    negative ``--choice-temperature`` become the config's values."""
-    cp.check_temperature(options)
+    """``sample``'s keyword arguments from the ``sample.py`` flags, checked; ``--steps=0`` and an
+    absent ``--choice-temperature`` become the config's values."""
     cp.check_scale(config, options)
     n, steps = cp.seq_len(config), options["steps"]
     if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= n:
@@ -174,7 +179,7 @@ def prepare_sample(config, options: dict) -> dict:
     return {
         "steps": steps or config.maskgit.steps,
         "temperature": options["temperature"],
-        "choice_temperature": config.maskgit.choice_temperature if choice < 0 else choice,
+        "choice_temperature": config.maskgit.choice_temperature if choice is None else choice,
         "scale": options["scale"],
     }
 

@@ -32,7 +32,11 @@ from jaxgen.families.common import check_optimizer, make_optimizer
 from jaxgen.families.state import State, TrainState
 from jaxgen.nn.pixelcnn import GatedPixelCNN, sample_codes
 
-SAMPLE_OPTIONS = (SampleOption("temperature", 1.0, "Softmax temperature of the prior."),)
+SAMPLE_OPTIONS = (
+    SampleOption(
+        "temperature", 1.0, "Softmax temperature of the prior (> 0).", minimum=0.0, above=True
+    ),
+)
 
 
 def build_model(config) -> GatedPixelCNN:
@@ -104,7 +108,6 @@ def eval_step(config, state: State, batch) -> dict:
 def prepare_sample(config, options: dict) -> dict:
     """``sample``'s keyword arguments from the ``sample.py`` flags, checked."""
     del config
-    cp.check_temperature(options)
     return {"temperature": options["temperature"]}
 
 

