@@ -8,7 +8,7 @@ Placeholders in the arguments: ``{<family>}`` is a finished tiny run of that fam
 ``{maskgit}``, ...), ``{tokenizer_config}`` a folder with a tokenizer's ``config.json`` and no
 checkpoint, ``{evaluator}`` a finished but weak (tiny) MNIST evaluator, ``{new}`` a workdir
 that does not exist yet, ``{file}`` a plain file, ``{dir}`` the folder of all of them and
-``{nan_npz}`` / ``{float255_npz}`` / ``{labels_npz}`` bad sample files.
+``{nan_npz}`` / ``{float255_npz}`` / ``{labels_npz}`` / ``{npy}`` bad sample files.
 """
 
 from __future__ import annotations
@@ -179,6 +179,7 @@ ROWS = [
         ["--evaluator={evaluator}", "--allow_weak_evaluator", "{labels_npz}"],
         r"labels\.npz: labels run",
     ),
+    ("eval", ["--evaluator={evaluator}", "--allow_weak_evaluator", "{npy}"], r"bare\.npy is not a"),
 ]
 
 TOOLS = {
@@ -235,6 +236,8 @@ def places(tmp_path_factory):
     np.savez(root / "labels.npz", images=images, labels=np.arange(8) + 5)
     for name in ("nan", "float255", "labels"):
         p[f"{name}_npz"] = str(root / f"{name}.npz")
+    np.save(root / "bare.npy", images)
+    p["npy"] = str(root / "bare.npy")
     return p
 
 

@@ -231,7 +231,10 @@ def _load_samples(path: str, evaluator) -> tuple[np.ndarray, np.ndarray | None]:
     """A sample file's images and labels, checked where they enter: readable, the evaluator's
     image shape, finite values in [0, 1] (or uint8), and labels of its classes, one per image."""
     try:
-        with np.load(path) as arrays:
+        arrays = np.load(path)
+        if not isinstance(arrays, np.lib.npyio.NpzFile):  # a .npy: one bare array
+            raise ValueError("it holds one array, not named arrays")
+        with arrays:
             images = arrays["images"]
             labels = arrays["labels"] if "labels" in arrays else None
     except (OSError, ValueError, KeyError, EOFError) as e:
