@@ -105,3 +105,17 @@ def run_script(script, *args, timeout=300) -> subprocess.CompletedProcess:
         text=True,
         timeout=timeout,
     )
+
+
+def train_tiny(config_file, arg, workdir, **overrides) -> str:
+    """Train ``configs/<config_file>:<arg>`` into ``workdir`` in this process, with
+    ``section__key=value`` overrides; returns the workdir (a finished run to sample or read)."""
+    from jaxgen.engine import loop
+
+    config = load_config(ROOT / "configs" / config_file, arg)
+    for key, value in overrides.items():
+        section, name = key.split("__")
+        config[section][name] = value
+    config.train.progress = False
+    loop.train_and_evaluate(config, str(workdir))
+    return str(workdir)

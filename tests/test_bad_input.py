@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 import pytest
-from support import ROOT, load_config, require_data
+from support import ROOT, require_data, train_tiny
 
 pytestmark = pytest.mark.cli
 
@@ -195,33 +195,24 @@ OWN_FLAG_MODULES = {
 }
 
 
-def _tiny(config_file, arg, workdir, **overrides):
-    from jaxgen.engine import loop
-
-    config = load_config(ROOT / "configs" / config_file, arg)
-    for key, value in overrides.items():
-        section, name = key.split("__")
-        config[section][name] = value
-    loop.train_and_evaluate(config, str(workdir))
-    return str(workdir)
-
-
 @pytest.fixture(scope="module")
 def places(tmp_path_factory):
     """Finished tiny runs of every family with sampling options, and the bad files."""
     require_data(MNIST) or pytest.skip(f"{MNIST} is not on this machine")
     root = tmp_path_factory.mktemp("bad_input")
     p = {"dir": str(root)}
-    p["vqvae"] = _tiny("vqvae.py", "mnist,tiny", root / "vqvae")
+    p["vqvae"] = train_tiny("vqvae.py", "mnist,tiny", root / "vqvae")
     for name, arg in (
         ("gan", "mnist,tiny"),
         ("vae", "mnist,tiny"),
         ("diffusion", "mnist,tiny,cond"),
     ):
-        p[name] = _tiny(f"{name}.py", arg, root / name)
+        p[name] = train_tiny(f"{name}.py", arg, root / name)
     for name in ("pixelcnn", "gpt", "maskgit"):
-        p[name] = _tiny(f"{name}.py", "mnist,tiny", root / name, first_stage__workdir=p["vqvae"])
-    p["evaluator"] = _tiny("classifier.py", "mnist,tiny,evaluator", root / "evaluator")
+        p[name] = train_tiny(
+            f"{name}.py", "mnist,tiny", root / name, first_stage__workdir=p["vqvae"]
+        )
+    p["evaluator"] = train_tiny("classifier.py", "mnist,tiny,evaluator", root / "evaluator")
     tokenizer_config = root / "tokenizer_config"
     tokenizer_config.mkdir()
     shutil.copy(root / "vqvae" / "config.json", tokenizer_config / "config.json")

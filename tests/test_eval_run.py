@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 import scipy.ndimage
-from support import ROOT, load_config, require_data
+from support import ROOT, load_config, require_data, train_tiny
 
 from jaxgen.data import load_splits
 from jaxgen.engine import loop
@@ -133,16 +133,6 @@ def test_fd_on_real_images_orders_halves_blur_and_noise(mnist_evaluator, test_im
     assert halves < noisy[0] and halves < blurred[0]
 
 
-def _tiny_run(config_file, arg, workdir, **overrides):
-    config = load_config(ROOT / "configs" / config_file, arg)
-    for key, value in overrides.items():
-        section, name = key.split("__")
-        config[section][name] = value
-    config.train.progress = False
-    loop.train_and_evaluate(config, str(workdir))
-    return str(workdir)
-
-
 def _eval_cli(*args):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env["XLA_FLAGS"] = ""  # one device, as a user runs it
@@ -214,7 +204,7 @@ def test_eval_command_writes_eval_json_for_a_vae(mnist_evaluator, vae_run):
 
 @pytest.mark.cli
 def test_eval_command_scores_class_accuracy_and_records_sampler_options(mnist_evaluator, tmp_path):
-    workdir = _tiny_run("diffusion.py", "mnist,tiny,cond", tmp_path / "diffusion")
+    workdir = train_tiny("diffusion.py", "mnist,tiny,cond", tmp_path / "diffusion")
     proc = _eval_cli(
         f"--workdir={workdir}",
         "--num=120",
@@ -238,7 +228,7 @@ def test_eval_command_scores_class_accuracy_and_records_sampler_options(mnist_ev
 
 @pytest.mark.slow
 def test_reconstruct_only_runs_are_scored_on_their_reconstructions(mnist_evaluator, tmp_path):
-    workdir = _tiny_run("vqvae.py", "mnist,tiny", tmp_path / "vqvae")
+    workdir = train_tiny("vqvae.py", "mnist,tiny", tmp_path / "vqvae")
     setup, state = loop.restore_for_inference(workdir)
     settings = report.Settings(keep=200, kid_subsets=5, kid_subset_size=100)
     real = report.test_reference(mnist_evaluator, setup.config.data, settings)
@@ -291,7 +281,7 @@ def test_a_missing_evaluator_names_the_command_that_trains_it(tmp_path, monkeypa
 @pytest.mark.slow
 def test_a_noise_aware_unfinished_or_weak_classifier_is_refused_as_evaluator(tmp_path):
     _real(MNIST)
-    workdir = _tiny_run("classifier.py", "mnist,tiny", tmp_path / "noisy")
+    workdir = train_tiny("classifier.py", "mnist,tiny", tmp_path / "noisy")
     with pytest.raises(ConfigError, match="noised images"):
         evaluator_lib.load(workdir)
     config = load_config(ROOT / "configs" / "classifier.py", "mnist,tiny,evaluator")
