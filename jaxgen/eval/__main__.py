@@ -304,13 +304,9 @@ def main(argv):
             try:
                 _write_json(out, payload)
             except ValueError as e:  # allow_nan=False: a score that is NaN or Inf
-                bad = [
-                    k
-                    for k, v in payload.get("metrics", {}).items()
-                    if v != v or v in (float("inf"), float("-inf"))
-                ]
                 raise ConfigError(
-                    f"the scores {bad or ''} are not finite numbers; nothing was written to {out}"
+                    f"a score is NaN or Inf; nothing was written to {out} (the scores are "
+                    "printed above)"
                 ) from e
             except OSError as e:  # past the check: a full disk, a folder made meanwhile
                 path = target_of(str(e.filename or out))  # the file meant, not its temporary
