@@ -2,6 +2,7 @@
 
     python bench/eval_table.py [--out bench/results/eval_table.md]
     python bench/eval_table.py --run [--datasets mnist,fashion_mnist] [--skip STEM,...]
+    python bench/eval_table.py --run --redo 'pixelcnn_*,diff_*'   # remeasure these rows
     python bench/eval_table.py --run --quick   # three rows of tiny runs, in $BENCH_QUICK_DIR
 
 Each row names the commands that produced it: the training runs (their steps and wall time are
@@ -14,11 +15,15 @@ of the loaded evals: ``bench/results/eval_table.json``.
 
 ``--run`` first produces the missing rows, in table order: it trains each row's runs that have
 not finished (a run is finished when its ``metrics.jsonl`` ends with the final eval) and then
-runs the row's ``python -m jaxgen.eval`` command, one process at a time.
+runs the row's ``python -m jaxgen.eval`` command, one process at a time. A row of the previous
+table counts as produced; ``--redo`` names rows (shell patterns over the stems of
+``runs/table/evals``, such as ``diff_*``) to measure again all the same, after a change to the
+evaluation: their runs are trained again unless they are on this machine.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import sys
@@ -226,14 +231,15 @@ def plots(loaded: dict, folder: str) -> list[str]:
     return written
 
 
-def run_missing(where: harness.Runs, datasets, skip, previous: dict) -> None:
+def run_missing(where: harness.Runs, datasets, skip, previous: dict, redo=()) -> None:
     """Train and evaluate every row of ``datasets`` that neither ``where`` nor the previous
-    table holds (see the module docstring)."""
+    table holds, or that ``redo`` names (see the module docstring)."""
     for ds, (label, stem, runs, flags, num) in _rows(datasets, where.quick):
         stem = stem.format(ds=ds)
         if os.path.exists(where.eval_json(stem)) or stem in skip:
             continue
-        if (DATASETS[ds], label) in previous:
+        again = any(fnmatch.fnmatchcase(stem, pattern) for pattern in redo)
+        if (DATASETS[ds], label) in previous and not again:
             continue
         for run in runs:
             config, arg, train_flags = TRAIN[run]
@@ -253,6 +259,11 @@ def main(argv=None) -> int:
     ap.add_argument("--run", action="store_true", help="produce the missing rows first")
     ap.add_argument("--datasets", default=None, help=f"default: {','.join(DATASETS)}")
     ap.add_argument("--skip", default="", help="with --run: row stems to leave out")
+    ap.add_argument(
+        "--redo",
+        default="",
+        help="with --run: patterns of row stems to measure again though the table has them",
+    )
     args = ap.parse_args(argv)
     os.chdir(harness.ROOT)
     where = harness.Runs.for_driver("table", args.quick)
@@ -260,7 +271,8 @@ def main(argv=None) -> int:
     out = harness.out_path(args, "eval_table")
     previous = previous_rows(out)
     if args.run:
-        run_missing(where, datasets, set(args.skip.split(",")), previous)
+        redo = [p for p in args.redo.split(",") if p]
+        run_missing(where, datasets, set(args.skip.split(",")), previous, redo)
     # The table holds every data set (rows of others come from the previous table); --quick's
     # only its own.
     table, missing, loaded = build(where, datasets if args.quick else list(DATASETS), previous)

@@ -110,3 +110,29 @@ def test_finished_and_train_info(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert harness.finished(str(tmp_path))
     assert harness.train_info(str(tmp_path)) == (2, 3.5)
+
+
+def test_eval_table_redo_measures_named_rows_again_and_keeps_the_rest(tmp_path):
+    import eval_table
+
+    class Recorder(harness.Runs):
+        def train(self, name, *args, **kwargs):
+            trained.append(name)
+
+        def evaluate(self, name, *args, **kwargs):
+            evaluated.append(name)
+
+    where = Recorder(str(tmp_path / "runs"), str(tmp_path / "images"))
+    # Every MNIST row is in the previous table: nothing runs, unless --redo names it.
+    previous = {("MNIST", row[0]): "| MNIST | ... |" for row in eval_table.ROWS}
+    trained, evaluated = [], []
+    eval_table.run_missing(where, ["mnist"], set(), previous)
+    assert (trained, evaluated) == ([], [])
+    eval_table.run_missing(where, ["mnist"], {"diff_mnist_ddpm_1000"}, previous, ["diff_*"])
+    assert set(trained) == {"diffusion_mnist"}
+    assert "diff_mnist_ddpm_1000" not in evaluated  # --skip still wins
+    assert sorted(evaluated) == sorted(
+        row[1].format(ds="mnist")
+        for row in eval_table.ROWS
+        if row[1].startswith("diff_") and row[1] != "diff_{ds}_ddpm_1000"
+    )
