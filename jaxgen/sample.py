@@ -169,6 +169,7 @@ def main(argv):
 
 def run() -> None:
     """The command: ``sample.py``, ``jaxgen-sample`` and ``python -m jaxgen.sample``."""
+    cli.prepare_process()
     _OPTIONS.update(cli.define_options(cli.family_named_by(sys.argv)))
     cli.show_in_help(__name__, __doc__)
     app.run(main, flags_parser=cli.parse_flags)

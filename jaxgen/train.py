@@ -105,6 +105,7 @@ def _run():
 
 def run() -> None:
     """The command: ``train.py``, ``jaxgen-train`` and ``python -m jaxgen.train``."""
+    cli.prepare_process()
     cli.show_in_help(__name__, __doc__)
     app.run(main, flags_parser=_parse_flags)
 

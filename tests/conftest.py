@@ -12,6 +12,18 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
+def _cpu_flags_of_the_tools() -> None:
+    """The XLA CPU flags train.py and sample.py run with (jaxgen.xla_cpu), so that the suite
+    computes as its CLI subprocesses do. Loaded by path: the checkout is not on sys.path yet."""
+    import importlib.util
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "jaxgen" / "xla_cpu.py"
+    spec = importlib.util.spec_from_file_location("_jaxgen_xla_cpu", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.configure()
+
+
 def _share_compilations() -> None:
     """One persistent XLA compilation cache for this test session: the pytest-xdist workers and
     the train.py / sample.py subprocesses inherit its folder, so a step the suite has compiled
@@ -35,9 +47,10 @@ def _share_compilations() -> None:
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
 
-_share_compilations()
-
 import pathlib  # noqa: E402
+
+_cpu_flags_of_the_tools()
+_share_compilations()
 import sys  # noqa: E402
 
 import pytest  # noqa: E402

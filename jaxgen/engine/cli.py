@@ -1,5 +1,5 @@
-"""What the command-line tools share: a workdir's family's sampling options as absl flags,
-one-line flag errors, and the help text.
+"""What the command-line tools share: the process's XLA setup, a workdir's family's sampling
+options as absl flags, one-line flag errors, and the help text.
 
 ``sample.py`` and ``python -m jaxgen.eval`` read the ``--workdir`` in ``argv`` before parsing
 flags, so that the family's options (``Family.sample_options``) become flags with their own
@@ -14,8 +14,42 @@ import sys
 
 from absl import flags
 
+from jaxgen import xla_cpu
 from jaxgen.errors import ConfigError
 from jaxgen.families import FAMILIES, get_family
+
+# The persistent compilation cache: ``$JAXGEN_CACHE_DIR``, else ``$XDG_CACHE_HOME/jaxgen/xla``
+# (``~/.cache/jaxgen/xla``); an empty ``JAXGEN_CACHE_DIR`` turns it off.
+CACHE_ENV = "JAXGEN_CACHE_DIR"
+# Programs that compile faster than this are not worth a file.
+CACHE_MIN_COMPILE_S = 1.0
+
+
+def cache_dir(environ=None) -> str | None:
+    """Where the tools keep compiled programs, or ``None`` when jaxgen sets no cache: it is off,
+    or JAX's own ``JAX_COMPILATION_CACHE_DIR`` is set (then JAX's settings apply)."""
+    env = os.environ if environ is None else environ
+    if "JAX_COMPILATION_CACHE_DIR" in env:
+        return None
+    if CACHE_ENV in env:
+        return env[CACHE_ENV] or None
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "jaxgen", "xla")
+
+
+def prepare_process() -> None:
+    """What every tool does before JAX makes its first backend: jaxgen's XLA CPU flags
+    (``jaxgen.xla_cpu``) and the persistent compilation cache (``cache_dir``), so that a second
+    run of the same program loads it instead of compiling it again: a shorter start, and a peak
+    memory without the compiler's (docs/notes/cpu.md)."""
+    xla_cpu.configure()
+    folder = cache_dir()
+    if folder:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", folder)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)
+
 
 _DEFINE = {
     "bool": flags.DEFINE_bool,

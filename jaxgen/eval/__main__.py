@@ -322,4 +322,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    cli.prepare_process()
     app.run(main, flags_parser=cli.parse_flags)
