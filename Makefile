@@ -8,7 +8,7 @@ DEMO_DIR    ?= runs/demo_cfg
 VAE_DEMO_DIR ?= runs/demo_vae
 EVALUATORS  ?= $(or $(JAXGEN_EVALUATORS),runs/evaluators)
 
-.PHONY: demo demo-vae evaluators test test-all lint bench install clean fashion-mnist
+.PHONY: demo demo-vae evaluators test test-all lint bench install clean fashion-mnist peer
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -85,6 +85,14 @@ bench: $(STAMP)
 	  echo "== bench/$$s.py --run --quick"; $(PY) bench/$$s.py --run --quick; done; \
 	$(PY) bench/guidance_tradeoff.py --quick; \
 	echo "Quick tables: $$BENCH_QUICK_DIR"
+
+# The PyTorch peers of bench/cpu_peer.py, in a venv of their own (never the project's):
+# torch 2.13.0 is the CPU build these machines keep on disk; an unpinned torch pulls a CUDA
+# build of several GB.
+PEER_VENV := .peer
+peer:
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install -q torch==2.13.0 diffusers==0.42.1
 
 clean:
 	rm -rf $(VENV) runs
