@@ -7,8 +7,9 @@ DPM-Solver++ sampling time and peak memory, as ratios.
 Peers (PyTorch, 2 threads, float32; a separate venv, ``make peer``, never the project's):
 - the diffusion UNets: ``../shared/bench/cpu_peer/peer.py``, diffusers' ``UNet2DModel`` built
   like our 28x28 and CIFAR-10 UNets, the same train step and diffusers' DPM-Solver++ 2M;
-- the DCGAN pair: ``bench/peers/dcgan.py``, ours written again in PyTorch at the README's size,
-  in the same style. (The GPT prior's peer is not written yet.)
+- the DCGAN pair and the GPT prior's train step (its frozen VQ-VAE encoder included):
+  ``bench/peers/dcgan.py`` and ``bench/peers/gpt.py``, ours written again in PyTorch at the
+  README's sizes, in the same style.
 
 Each round runs every case once per side, ours first, in fresh processes (each figure has its
 own peak memory): ours with jaxgen's XLA CPU flags (``jaxgen.xla_cpu``, what ``train.py`` uses),
@@ -86,6 +87,12 @@ CASES = {
         ("gan", "mnist", 64),
         ("dcgan.py", "train", "64"),
     ),
+    "gpt_train": (
+        "train, GPT prior over a VQ-VAE's 7x7 codes, batch 64 (img/s)",
+        "train",
+        ("gpt", "mnist,cond", 64),
+        ("gpt.py", "train", "64"),
+    ),
 }
 QUICK = ("mnist_train", "mnist_sample")
 
@@ -118,6 +125,8 @@ def ours_train(
 
     config = harness.load_config(family, arg)
     config.train.batch_size = batch
+    if "first_stage" in config:  # a prior: over an untrained VQ-VAE (the cost is the same)
+        config.first_stage.config = harness.load_config("vqvae", "mnist")
     setup = loop.make_setup(config, jax.devices()[:1], need_data=False)
     state = setup.init_state()
     step = loop.compile_train_step(setup)
@@ -150,17 +159,16 @@ def ours_train(
 def ours_sample(
     family: str, arg: str, batch: int, seconds: float, xla_cpu: bool, cache: str | None = None
 ) -> dict:
-    """DPM-Solver++ 2M, 20 steps, the whole solver in one jitted scan, on the EMA parameters of
-    a freshly initialised model (sampling time does not depend on the weights)."""
+    """DPM-Solver++ 2M, 20 steps, the whole solver in one jitted scan, on a freshly initialised
+    network (sampling time does not depend on the weights)."""
     jax = _prepare(xla_cpu, cache)
     import jax.numpy as jnp
     import numpy as np
 
     from jaxgen.diffusion import samplers
-    from jaxgen.families import diffusion, get_family
+    from jaxgen.families import diffusion
 
     config = harness.load_config(family, arg)
-    state = get_family(family).init(config, jax.random.PRNGKey(0), harness.batch_maker(config)(2))
     model = diffusion.build_model(config)
     schedule = diffusion.make_schedule(config)
     cond = config.model.get("num_classes", 0) > 0
@@ -176,7 +184,10 @@ def ours_sample(
             fn, x_T, schedule, solver="dpm_solver++", steps=20, order=2, method="multistep"
         )
 
-    params = state.model.ema_params
+    # The network's parameters alone, as the peer builds its model: no optimiser state.
+    x0 = jnp.zeros((1, *config.data.image_shape))
+    y0 = jnp.zeros((1,), jnp.int32) if cond else None
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), x0, jnp.zeros((1,)), y0)["params"]
     t = harness.time_calls(lambda: solve(params, x_T), warmup=1, repeats=3, min_seconds=seconds)
     return {"value": t.median_s, "timing": t.as_dict(), "flags": os.environ.get("XLA_FLAGS", "")}
 

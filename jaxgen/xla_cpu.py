@@ -21,10 +21,11 @@ from collections.abc import MutableMapping
 # (bench/cpu_peer.py, bench/results/cpu_perf_notes.md).
 FLAGS: dict[tuple[int, int], dict[str, str]] = {
     (0, 10): {
-        # Convolutions and dots through XNNPACK instead of YNNPACK: YNNPACK runs the small
-        # convolutions of these networks on one thread.
+        # Convolutions through XNNPACK instead of YNNPACK, which runs the small convolutions of
+        # these networks on one thread. (Dots through XNNPACK too made the GPT prior's step
+        # 15-20% slower; without YNNPACK they are XLA's own.)
         "xla_cpu_experimental_ynn_fusion_type": "",
-        "xla_cpu_experimental_xnn_fusion_type": "individual_convolution,individual_dot",
+        "xla_cpu_experimental_xnn_fusion_type": "individual_convolution",
         # Independent operations (a backward convolution's two gradients, the two branches of
         # a residual block) may run at the same time on different cores.
         "xla_cpu_enable_concurrency_optimized_scheduler": "true",

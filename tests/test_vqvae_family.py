@@ -144,7 +144,9 @@ def test_eight_device_steps_equal_one_device_steps_with_ema_and_restarts():
     assert len(sharded.extra.ema.codebook.sharding.device_set) == 8
     for a, b in zip(leaves(sharded), leaves(single), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
+    # As tight as the state: XNNPACK's convolutions (jaxgen.xla_cpu) sum in an order that
+    # depends on the batch per device, so the two losses differ in float32 rounding (1e-5).
+    np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-4)
 
 
 @pytest.mark.slow
