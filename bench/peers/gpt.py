@@ -141,8 +141,15 @@ def main():
         sched.step()
         return loss
 
-    out = {"side": "peer", "what": what, "model": "gpt", "batch": batch, "mode": mode,
-           "torch": torch.__version__, "threads": torch.get_num_threads()}
+    out = {
+        "side": "peer",
+        "what": what,
+        "model": "gpt",
+        "batch": batch,
+        "mode": mode,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
     t0 = time.perf_counter()
     step()
     out["compile_first_step_s"] = time.perf_counter() - t0
