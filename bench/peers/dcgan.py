@@ -15,11 +15,9 @@ PyTorch (2 threads, float32, NCHW):
 Prints one ``RESULT {json}`` line with ``img_s`` and ``peak_rss``, as the diffusion peer does.
 """
 
-import json
-import statistics
 import sys
-import time
 
+import timing
 import torch
 from torch import nn
 
@@ -108,32 +106,7 @@ def main():
         opt_g.step()
         return d_loss, g_loss
 
-    out = {
-        "side": "peer",
-        "what": what,
-        "model": "dcgan",
-        "batch": batch,
-        "mode": mode,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
-    t0 = time.perf_counter()
-    step()
-    out["compile_first_step_s"] = time.perf_counter() - t0
-    for _ in range(3):
-        step()
-    times = []
-    t_end = time.perf_counter() + seconds
-    while len(times) < 5 or time.perf_counter() < t_end:
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    out["step_median_s"] = statistics.median(times)
-    out["img_s"] = batch / out["step_median_s"]
-    with open("/proc/self/status") as f:
-        hwm = next(line for line in f if line.startswith("VmHWM:"))
-    out["peak_rss"] = int(hwm.split()[1]) * 1024
-    print("RESULT " + json.dumps(out), flush=True)
+    timing.report_train("dcgan", step, batch, seconds, mode)
 
 
 if __name__ == "__main__":
