@@ -2,9 +2,10 @@
 compiled step's operations are scheduled. ``docs/notes/cpu.md`` says why, with the numbers.
 
 ``configure()`` adds jaxgen's flags to ``XLA_FLAGS``. It must run before JAX creates its CPU
-backend (the first array or ``jax.devices()``), which is why ``train.py``, ``sample.py`` and
-``python -m jaxgen.eval`` call it before they import anything that could; code that imports
-jaxgen as a library calls it first thing, or not at all. The flags only touch the CPU backend, so
+backend (the first array or ``jax.devices()``): ``train.py``, ``sample.py`` and
+``python -m jaxgen.eval`` call it first in their ``run()`` (through ``cli.prepare_process``), and
+their imports make no array (``tests/test_xla_cpu.py`` checks); code that imports jaxgen as a
+library calls it before its first array, or not at all. The flags only touch the CPU backend, so
 on an accelerator they change nothing but the host-side work. A flag the user has set already
 in ``XLA_FLAGS`` is kept as set; ``JAXGEN_XLA_CPU=0`` adds none.
 
