@@ -4,6 +4,12 @@
     python bench/eval_table.py --run [--datasets mnist,fashion_mnist] [--skip STEM,...]
     python bench/eval_table.py --run --redo 'pixelcnn_*,diff_*'   # remeasure these rows
     python bench/eval_table.py --run --quick   # three rows of tiny runs, in $BENCH_QUICK_DIR
+    python bench/eval_table.py --table budget30 [--run [--jobs 8]]  # the 30-minute budget
+
+``--table``: ``demo`` (the default) is the one table of the demo-sized runs
+(``bench/results/eval_table.md``, runs in ``runs/table``); ``budget30`` is each family's
+``budget30`` recipe (``bench/results/budget30.md``, runs in ``runs/budget30``). ``--jobs``: with
+``--run``, the evaluations run that many at a time once the runs are trained (for a GPU).
 
 Each row names the commands that produced it: the training runs (their steps and wall time are
 read from their ``metrics.jsonl``) and the ``python -m jaxgen.eval`` call. Rows whose JSON is
@@ -23,7 +29,10 @@ evaluation: their runs are trained again unless they are on this machine.
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
 import fnmatch
+import functools
 import json
 import os
 import sys
@@ -98,6 +107,103 @@ for w in (0, 1, 2, 3, 5):
 # --quick: the rows that cover each kind of plumbing (a reference, a run, a sampler's flags).
 QUICK_STEMS = ("ref_noise_{ds}", "vae_{ds}", "diff_{ds}_dpmpp_10")
 
+# The 30-minute budget (docs/results.md): each family's `budget30` recipe, trained for at most
+# 30 minutes on the README's 2-core CPU (a two-stage model's runs share the 30), scored on
+# 10,000 samples; a conditional model also at other guidance scales, on 2,000.
+TRAIN_30 = {
+    "vae": ("vae", "{ds},budget30", ""),
+    "dcgan": ("gan", "{ds},budget30", ""),
+    "diffusion": ("diffusion", "{ds},cond,budget30", ""),
+}
+ROWS_30 = [
+    ("VAE (budget30)", "vae_{ds}", ["vae"], "--workdir={runs}/vae_{ds}", 10000),
+    ("DCGAN (budget30)", "dcgan_{ds}", ["dcgan"], "--workdir={runs}/dcgan_{ds}", 10000),
+    *(
+        (
+            f"DCGAN (budget30), temperature {t}",
+            f"dcgan_{{ds}}_t{t}",
+            ["dcgan"],
+            f"--workdir={{runs}}/dcgan_{{ds}} --temperature={t}",
+            10000,
+        )
+        for t in (0.8, 0.6)
+    ),
+    (
+        "diffusion (budget30, cond), its default guidance (CFG w=2)",
+        "diff_{ds}",
+        ["diffusion"],
+        "--workdir={runs}/diffusion_{ds}",
+        10000,
+    ),
+    (
+        "diffusion (budget30, cond), no guidance (w=1)",
+        "diff_{ds}_cfg_1",
+        ["diffusion"],
+        "--workdir={runs}/diffusion_{ds} --guidance=none",
+        2000,
+    ),
+]
+for w in (1.5, 2, 3):
+    ROWS_30.append(
+        (
+            f"diffusion (budget30, cond), CFG w={w}",
+            f"diff_{{ds}}_cfg_{w}",
+            ["diffusion"],
+            f"--workdir={{runs}}/diffusion_{{ds}} --guidance=cfg --scale={w}",
+            2000,
+        )
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """One results table: its runs (``runs/<runs>``), rows, committed file and pictures."""
+
+    title: str
+    runs: str  # runs/<runs>: the training runs and evals/
+    out: str  # bench/results/<out>.md
+    train: dict
+    first_stage: dict
+    rows: list
+    quick_stems: tuple
+    curves: str  # docs/images/<curves>_<ds>.png
+    cfg_scales: tuple  # the rows diff_{ds}_cfg_<w> that the curves plot
+    nfe: tuple = ()  # the rows diff_{ds}_dpmpp_<n>
+    grids: dict = dataclasses.field(default_factory=dict)  # run -> sample.py flags of its grid
+
+
+TABLES = {
+    "demo": Table(
+        "Results table",
+        "table",
+        "eval_table",
+        TRAIN,
+        FIRST_STAGE,
+        ROWS,
+        QUICK_STEMS,
+        "eval_curves",
+        (0, 1, 2, 3, 5),
+        (10, 20, 50),
+    ),
+    "budget30": Table(
+        "30-minute budget",
+        "budget30",
+        "budget30",
+        TRAIN_30,
+        {},
+        ROWS_30,
+        ("diff_{ds}_cfg_1",),
+        "budget30_curves",
+        (1, 1.5, 2, 3),
+        grids={
+            "vae": "--num=64",
+            "dcgan": "--num=64",
+            "diffusion": "--num=100 --class=all",
+        },
+    ),
+}
+DEMO = TABLES["demo"]
+
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
 
 
@@ -122,16 +228,16 @@ def previous_rows(path: str) -> dict:
     return rows
 
 
-def _rows(datasets, quick: bool):
-    """``(data set, row)`` of the table, in order; ``--quick`` keeps ``QUICK_STEMS``."""
+def _rows(datasets, quick: bool, table: Table = DEMO):
+    """``(data set, row)`` of the table, in order; ``--quick`` keeps its ``quick_stems``."""
     for ds in datasets:
-        for row in ROWS:
-            if not quick or row[1] in QUICK_STEMS:
+        for row in table.rows:
+            if not quick or row[1] in table.quick_stems:
                 yield ds, row
 
 
 def build(
-    where: harness.Runs, datasets, previous: dict | None = None
+    where: harness.Runs, datasets, previous: dict | None = None, table: Table = DEMO
 ) -> tuple[str, list[str], dict]:
     lines, missing, loaded = [], [], {}
     previous = previous or {}
@@ -140,7 +246,7 @@ def build(
         "| train steps | train wall |"
     )
     lines += [header, "|" + "---|" * 12]
-    for ds, (label, stem, runs, _, _) in _rows(datasets, where.quick):
+    for ds, (label, stem, runs, _, _) in _rows(datasets, where.quick, table):
         name = DATASETS[ds]
         path = where.eval_json(stem.format(ds=ds))
         if not os.path.exists(path):
@@ -164,33 +270,36 @@ def build(
             steps.append(str(s))
             walls.append(f"{w:.0f} s")
         rate = out.get("samples_per_s")
+        device = out.get("device", "cpu")
+        rate = f"{_fmt(rate)}{'' if device == 'cpu' else f' ({device})'}" if rate else ""
         lines.append(
             f"| {name} | {label} | {_fmt(m['fd'])} | {_fmt(m['kid'])} "
             f"| {_fmt(m.get('precision'), 2)} | {_fmt(m.get('recall'), 2)} | {nll} "
             f"| {_fmt(m.get('class_accuracy'), 2)} | {out['num_samples']} "
-            f"| {_fmt(rate) if rate else ''} | {' + '.join(steps)} | {' + '.join(walls)} |"
+            f"| {rate} | {' + '.join(steps)} | {' + '.join(walls)} |"
         )
     return "\n".join(lines), missing, loaded
 
 
-def train_command(run: str, ds: str, runs: str = "runs/table") -> str:
-    config, arg, flags = TRAIN[run]
-    if run in FIRST_STAGE:
-        flags = f"--config.first_stage.workdir={runs}/{FIRST_STAGE[run]}_{ds} {flags}"
+def train_command(run: str, ds: str, runs: str = "runs/table", table: Table = DEMO) -> str:
+    config, arg, flags = table.train[run]
+    if run in table.first_stage:
+        flags = f"--config.first_stage.workdir={runs}/{table.first_stage[run]}_{ds} {flags}"
     workdir = f"{runs}/{run}_{ds}"
     return f"python train.py {harness.config_flag(config, arg)} --workdir={workdir} {flags}".strip()
 
 
-def commands() -> str:
+def commands(table: Table = DEMO) -> str:
     out = []
-    for label, _, runs, flags, num in ROWS:
-        train = "; ".join(train_command(r, "{ds}") for r in runs)
-        flags = flags.format(runs="runs/table", ds="{ds}") + (f" --num={num}" if num else "")
+    folder = f"runs/{table.runs}"
+    for label, _, runs, flags, num in table.rows:
+        train = "; ".join(train_command(r, "{ds}", folder, table) for r in runs)
+        flags = flags.format(runs=folder, ds="{ds}") + (f" --num={num}" if num else "")
         out.append(f"- {label}: `{train + '; ' if train else ''}python -m jaxgen.eval {flags}`")
     return "\n".join(out)
 
 
-def plots(loaded: dict, folder: str) -> list[str]:
+def plots(loaded: dict, folder: str, table: Table = DEMO) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,13 +307,14 @@ def plots(loaded: dict, folder: str) -> list[str]:
 
     written = []
     for ds, name in DATASETS.items():
-        nfe = [(n, loaded.get((ds, f"diff_{{ds}}_dpmpp_{n}"))) for n in (10, 20, 50)]
+        nfe = [(n, loaded.get((ds, f"diff_{{ds}}_dpmpp_{n}"))) for n in table.nfe]
         nfe = [(n, o) for n, o in nfe if o]
-        cfg = [(w, loaded.get((ds, f"diff_{{ds}}_cfg_{w}"))) for w in (0, 1, 2, 3, 5)]
+        cfg = [(w, loaded.get((ds, f"diff_{{ds}}_cfg_{w}"))) for w in table.cfg_scales]
         cfg = [(w, o) for w, o in cfg if o]
         if not nfe and not cfg:
             continue
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+        fig, axes = plt.subplots(1, 2 if nfe else 1, figsize=(9 if nfe else 4.8, 3.4))
+        axes = axes if nfe else [None, axes]
         if nfe:
             ax = axes[0]
             ax.plot([n for n, _ in nfe], [o["metrics"]["fd"] for _, o in nfe], "o-")
@@ -222,19 +332,31 @@ def plots(loaded: dict, folder: str) -> list[str]:
             ax2.plot([w for w, _ in cfg], acc, "s--", color="C1", label="class accuracy")
             ax2.set_ylabel("class accuracy")
             ax2.set_ylim(0, 1.05)
-            ax.set_title(f"{name}: FD and class accuracy vs w (500 samples)")
+            n = cfg[0][1]["num_samples"]
+            ax.set_title(f"{name}: FD and class accuracy vs w ({n:,} samples)")
         fig.tight_layout()
-        path = os.path.join(folder, f"eval_curves_{ds}.png")
+        path = os.path.join(folder, f"{table.curves}_{ds}.png")
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
     return written
 
 
-def run_missing(where: harness.Runs, datasets, skip, previous: dict, redo=()) -> None:
+def run_missing(
+    where: harness.Runs,
+    datasets,
+    skip,
+    previous: dict,
+    redo=(),
+    table: Table = DEMO,
+    jobs: int = 1,
+) -> None:
     """Train and evaluate every row of ``datasets`` that neither ``where`` nor the previous
-    table holds, or that ``redo`` names (see the module docstring)."""
-    for ds, (label, stem, runs, flags, num) in _rows(datasets, where.quick):
+    table holds, or that ``redo`` names (see the module docstring). Runs train one at a time;
+    with ``jobs > 1`` the evaluations then run that many at a time (an accelerator has room for
+    several; a 2-core CPU has not)."""
+    pending = []
+    for ds, (label, stem, runs, flags, num) in _rows(datasets, where.quick, table):
         stem = stem.format(ds=ds)
         if os.path.exists(where.eval_json(stem)) or stem in skip:
             continue
@@ -242,8 +364,8 @@ def run_missing(where: harness.Runs, datasets, skip, previous: dict, redo=()) ->
         if (DATASETS[ds], label) in previous and not again:
             continue
         for run in runs:
-            config, arg, train_flags = TRAIN[run]
-            first = FIRST_STAGE.get(run)
+            config, arg, train_flags = table.train[run]
+            first = table.first_stage.get(run)
             where.train(
                 f"{run}_{ds}",
                 config,
@@ -251,7 +373,20 @@ def run_missing(where: harness.Runs, datasets, skip, previous: dict, redo=()) ->
                 train_flags,
                 first_stage=where.workdir(f"{first}_{ds}") if first else "",
             )
-        where.evaluate(stem, flags.format(runs=where.root, ds=ds), ds, num=num or None)
+            if run in table.grids:  # docs/images/<runs>_<run>_<ds>.png, unless it is there
+                picture = f"{table.runs}_{run}_{ds}.png"
+                where.sample_grid(where.workdir(f"{run}_{ds}"), picture, table.grids[run])
+        evaluate = functools.partial(
+            where.evaluate, stem, flags.format(runs=where.root, ds=ds), ds, num=num or None
+        )
+        if jobs == 1:
+            evaluate()
+        else:
+            pending.append(evaluate)
+    if pending:
+        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+            for future in [pool.submit(fn) for fn in pending]:
+                future.result()
 
 
 def main(argv=None) -> int:
@@ -264,20 +399,33 @@ def main(argv=None) -> int:
         default="",
         help="with --run: patterns of row stems to measure again though the table has them",
     )
+    ap.add_argument(
+        "--table",
+        choices=sorted(TABLES),
+        default="demo",
+        help="demo: the one table (runs/table); budget30: the 30-minute recipes (runs/budget30)",
+    )
+    ap.add_argument(
+        "--jobs", type=int, default=1, help="with --run: evaluations at a time (on a GPU)"
+    )
     args = ap.parse_args(argv)
     os.chdir(harness.ROOT)
-    where = harness.Runs.for_driver("table", args.quick)
+    spec = TABLES[args.table]
+    where = harness.Runs.for_driver(spec.runs, args.quick)
     datasets = (args.datasets or ("mnist" if args.quick else ",".join(DATASETS))).split(",")
-    out = harness.out_path(args, "eval_table")
+    out = harness.out_path(args, spec.out)
     previous = previous_rows(out)
     if args.run:
         redo = [p for p in args.redo.split(",") if p]
-        run_missing(where, datasets, set(args.skip.split(",")), previous, redo)
+        skip = set(args.skip.split(","))
+        run_missing(where, datasets, skip, previous, redo, spec, max(1, args.jobs))
     # The table holds every data set (rows of others come from the previous table); --quick's
     # only its own.
-    table, missing, loaded = build(where, datasets if args.quick else list(DATASETS), previous)
-    text = "# Results table (python bench/eval_table.py)\n\n"
-    text += table + "\n\nCommands (`{ds}`: mnist or fashion_mnist):\n\n" + commands() + "\n"
+    datasets = datasets if args.quick else list(DATASETS)
+    table, missing, loaded = build(where, datasets, previous, spec)
+    flag = "" if args.table == "demo" else f" --table {args.table}"
+    text = f"# {spec.title} (python bench/eval_table.py{flag})\n\n"
+    text += table + "\n\nCommands (`{ds}`: mnist or fashion_mnist):\n\n" + commands(spec) + "\n"
     if missing:
         text += "\nNot measured yet: " + ", ".join(os.path.basename(m) for m in missing) + "\n"
     figures = {f"{ds}/{stem.format(ds=ds)}": e for (ds, stem), e in loaded.items()}
@@ -285,7 +433,7 @@ def main(argv=None) -> int:
     print(table)
     print("wrote", out)
     os.makedirs(where.images, exist_ok=True)
-    for path in plots(loaded, where.images):
+    for path in plots(loaded, where.images, spec):
         print("wrote", path)
     if missing:
         print(f"{len(missing)} rows missing", file=sys.stderr)

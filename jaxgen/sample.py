@@ -135,7 +135,7 @@ def main(argv):
                     f"{_WORKDIR.value} holds a {name!r} model, which does not generate; give "
                     "the workdir of a generative model"
                 )
-            values = {k: holder.value for k, holder in _OPTIONS.items()}
+            values = cli.given_options(_OPTIONS)
             kwargs = sampling.prepare(setup, values, loop.restore_for_inference)
             num, ncol, label = sampling.class_choice(setup, kwargs, _CLASS.value, _NUM.value)
             if label is not None:

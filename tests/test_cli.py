@@ -197,6 +197,21 @@ def test_sample_py_guided_generation(tmp_path):
     assert not np.array_equal(grids["rescale"], grids["plain"])
     assert not np.array_equal(grids["interval"], grids["plain"])
 
+    # Flags left out take the config's sample_defaults (the cond variant: CFG at w = 2), not
+    # the flags' own defaults (no guidance).
+    common = [f"--workdir={diff}", "--steps=4", "--class=2", "--num=4"]
+    for name, extra in (
+        ("default", []),
+        ("w2", ["--guidance=cfg", "--scale=2"]),
+        ("none", ["--guidance=none"]),
+    ):
+        out = str(tmp_path / f"{name}.png")
+        result = run_script("sample.py", *common, *extra, f"--out={out}")
+        assert result.returncode == 0, (name, result.stderr[-3000:])
+        grids[name] = np.load(out.replace(".png", ".npz"))["images"]
+    np.testing.assert_array_equal(grids["default"], grids["w2"])
+    assert not np.array_equal(grids["default"], grids["none"])
+
     # --eval_only: the run's config with a new eval section, metrics printed as JSON.
     result = run_script(
         "train.py",

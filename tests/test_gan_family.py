@@ -146,6 +146,42 @@ def test_sampling_uses_running_statistics_so_a_sample_does_not_depend_on_its_bat
     assert float(many.min()) >= 0 and float(many.max()) <= 1
 
 
+def test_generator_ema_follows_each_generator_update_and_is_what_sample_draws():
+    config = _config()
+    config.gan.ema_decay = 0.9
+    state = gan.init(config, jax.random.PRNGKey(0))
+    assert state.players["discriminator"].ema_params is None  # the critic is never averaged
+    start = state.players["generator"].params
+    assert trees_equal(state.players["generator"].ema_params, start)
+    step = jax.jit(lambda s, r: gan.adversarial_step(config, s, r))
+    state, _ = step(state, _real(config))
+    gen = state.players["generator"]
+    want = jax.tree.map(lambda e, p: 0.9 * e + 0.1 * p, start, gen.params)
+    for got, w in zip(leaves(gen.ema_params), leaves(want), strict=True):
+        np.testing.assert_allclose(got, w, rtol=1e-6, atol=1e-7)
+    state, _ = step(state, _real(config, 1))
+    assert not trees_equal(state.players["generator"].ema_params, gen.ema_params)
+
+    # sample draws from the EMA weights, normalised by their own statistics: those of a train-
+    # mode pass over the calibration batch, whatever the sampling key or batch.
+    gen = state.players["generator"]
+    rng = jax.random.PRNGKey(5)
+    many = gan.sample(config, state, rng, 16).images
+    z_cal = jax.random.normal(jax.random.PRNGKey(0), (gan.CALIBRATION, config.model.noise_dim))
+    _, moved = gan.generate(
+        config, gen.ema_params, state.extra["generator_stats"], z_cal, train=True
+    )
+    # One train-mode pass moved the running statistics 10% of the way to the batch's.
+    stats = jax.tree.map(
+        lambda new, old: (new - 0.9 * old) / 0.1, moved, state.extra["generator_stats"]
+    )
+    z = jax.random.normal(rng, (16, config.model.noise_dim))
+    one, _ = gan.generate(config, gen.ema_params, stats, z[:1], train=False)
+    np.testing.assert_allclose((one + 1) / 2, many[:1], rtol=1e-4, atol=1e-5)
+    live, _ = gan.generate(config, gen.params, state.extra["generator_stats"], z[:1], train=False)
+    assert not np.allclose((live + 1) / 2, many[:1], atol=1e-3)
+
+
 @pytest.mark.parametrize(
     "changes,message",
     [
@@ -168,6 +204,7 @@ def test_sampling_uses_running_statistics_so_a_sample_does_not_depend_on_its_bat
         ({"optimizer_d.name": "lion"}, r"optimizer_d.name='lion' is not one of"),
         ({"gan.clip": -0.01}, r"gan.clip=-0.01 must be >= 0"),
         ({"gan.pack": 3}, r"gan.pack=3 must divide train.batch_size=16"),
+        ({"gan.ema_decay": 1.0}, r"gan.ema_decay=1.0 must be in \[0, 1\)"),
     ],
 )
 def test_bad_recipes_are_refused_with_the_key_and_the_fix(changes, message):

@@ -7,6 +7,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from support import ROOT, load_config
@@ -14,6 +15,7 @@ from support import ROOT, load_config
 from jaxgen import files
 from jaxgen.engine import images as images_lib
 from jaxgen.engine import loop, sampling
+from jaxgen.engine.config import validate
 from jaxgen.errors import ConfigError
 
 
@@ -181,3 +183,52 @@ def test_writes_refuse_folders_and_leave_no_temporary_file(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["file", "folder"]
     path = images_lib.save_grid(grid, str(tmp_path / "new" / "grid.png"))
     assert os.listdir(tmp_path / "new") == ["grid.png"] and path.endswith("grid.png")
+
+
+def test_sample_defaults_fill_the_options_the_command_line_leaves_out(cond_diffusion):
+    setup = cond_diffusion[0]
+    assert setup.config.sample_defaults.to_dict() == {"guidance": "cfg", "scale": 2.0}
+    got = sampling.prepare(setup, {}, None)
+    assert (got["guidance"], got["scale"], got["steps"]) == ("cfg", 2.0, 0)
+    got = sampling.prepare(setup, {"scale": 4.0}, None)
+    assert (got["guidance"], got["scale"]) == ("cfg", 4.0)
+    got = sampling.prepare(setup, {"guidance": "none"}, None)
+    assert got["guidance"] == "none" and "scale" not in got
+    plain = setup.config.copy_and_resolve_references()
+    plain.sample_defaults = ml_collections.ConfigDict()
+    got = sampling.prepare(dataclasses.replace(setup, config=plain), {}, None)
+    assert got["guidance"] == "none" and "scale" not in got
+
+
+def test_training_grids_draw_what_sample_py_draws_by_default(cond_diffusion, tmp_path):
+    setup, state, _ = cond_diffusion
+    grids = loop._SampleGrids(setup, str(tmp_path))
+    num = setup.config.train.sample_num
+    want = sampling.generate(setup, state, KEY, num, sampling.prepare(setup, {}, None))
+    np.testing.assert_array_equal(np.asarray(grids.sample_fn(state, KEY)), want.images)
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        (
+            "temperature",
+            1.0,
+            r"sample_defaults.temperature is not a sampling option of the "
+            r"'diffusion' family; its options are \['eta', 'guidance'",
+        ),
+        ("classifier_workdir", "runs/clf", r"sample_defaults.classifier_workdir is not a sampling"),
+        ("steps", 2.5, r"sample_defaults.steps=2.5 is not of --steps's type \(int\)"),
+        ("steps", -1, r"sample_defaults.steps=-1 must be >= 0"),
+        ("guidance", "classifier", r"sample_defaults.guidance='classifier' must be 'none' or"),
+        ("num_classes", 0, r"sample_defaults.guidance='cfg' needs a class-conditional model"),
+    ],
+)
+def test_bad_sample_defaults_are_refused_by_name(key, value, match):
+    config = _tiny("diffusion.py", "mnist,tiny,cond")
+    if key == "num_classes":
+        config.model.num_classes = value
+    else:
+        config.sample_defaults[key] = value
+    with pytest.raises(ConfigError, match=match):
+        validate(config, 1, need_data=False)

@@ -30,6 +30,7 @@ VARIANTS = {
     "wgan": "WGAN: weight clipping 0.01, RMSProp 5e-5, n_critic 5",
     "wgan_gp": "WGAN-GP: lambda 10 (0.1 with points), Adam 1e-4 (0, 0.9), n_critic 5",
     "fd": "FD/KID/precision/recall of 2,000 samples every 1,000 steps (needs make evaluators)",
+    "budget30": "the best recipe found for 30 minutes on a 2-core CPU: 10,500 DCGAN steps",
     "tiny": "a few steps of a small pair, for tests",
 }
 
@@ -62,6 +63,7 @@ def get_config(arg=None):
         gp_weight=0.0,  # WGAN-GP lambda
         r1_gamma=0.0,  # R1 penalty gamma (the term is gamma / 2 * E |grad D(real)|^2)
         pack=1,  # PacGAN: D judges packs of this many samples (all real or all fake)
+        ema_decay=0.0,  # > 0: sample from an EMA of the generator's weights
     )
     # optimizer: the generator's; optimizer_d: the discriminator's (critic's).
     c.optimizer = _optimizer(c, 2e-4, 0.5, 0.999)
@@ -93,6 +95,12 @@ def get_config(arg=None):
         c.model.d_norm = "layer"
         c.optimizer = _optimizer(c, 1e-4, 0.0, 0.9)
         c.optimizer_d = _optimizer(c, 1e-4, 0.0, 0.9)
+    if "budget30" in variants:
+        # 30 minutes of the DCGAN pair on the README's 2-core CPU (6.3 steps/s; docs/results.md,
+        # "30-minute budget"). A generator EMA (0.999, 0.9999) and cosine decay did not help at
+        # this budget (bench/results/budget30_notes.md).
+        c.train.num_steps = 10_500
+        c.train.sample_every = 3_500
     if "fd" in variants:
         c.evals.samples = common.section(type="samples", every=1_000, num=2_000, batch=500)
     if "tiny" in variants:

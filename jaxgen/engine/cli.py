@@ -88,6 +88,12 @@ def define_options(family) -> dict:
     return holders
 
 
+def given_options(holders: dict) -> dict:
+    """The sampling options given on the command line, by name: those left out take the
+    config's ``sample_defaults`` or the family's default (``sampling.prepare``)."""
+    return {name: holder.value for name, holder in holders.items() if holder.present}
+
+
 def _validator(opt):
     """An absl validator from ``SampleOption.check``: a bad value fails at parsing, before any
     checkpoint is read, with the option's own message."""

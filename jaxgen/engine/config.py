@@ -72,6 +72,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.num_examples = 1_000  # 0: the whole test split
     c.eval.final_num_examples = 0  # the eval after the last step; 0: whole test split
 
+    # What sample.py, python -m jaxgen.eval and the training loop's grids use for a sampling
+    # option (Family.sample_options) the command line does not give: option name, with '_' for
+    # '-', -> value. A class-conditional diffusion model sets its guidance here, say.
+    c.sample_defaults = ml_collections.ConfigDict()
+
     # Evaluations the training loop runs (jaxgen.engine.evals): name -> {type, settings}.
     c.evals = ml_collections.ConfigDict({"held_out": {"type": "held_out"}})
 
@@ -243,4 +248,26 @@ def validate(
             )
     if need_data:  # inference (no data) runs no evaluations, so their types need not be known
         evals.check(config)
+    check_sample_defaults(config, family)
     family.validate_config(config)
+
+
+def check_sample_defaults(config, family) -> None:
+    """``sample_defaults`` names sampling options of the family, each with a value its flag
+    would accept (a run's own guiding classifier cannot be a default: it is another run)."""
+    options = {o.name.replace("-", "_"): o for o in family.sample_options}
+    for key, value in config.get("sample_defaults", {}).items():
+        opt = options.get(key)
+        if opt is None or opt.kind == "workdir":
+            choices = sorted(k for k, o in options.items() if o.kind != "workdir")
+            raise ConfigError(
+                f"sample_defaults.{key} is not a sampling option of the {family.name!r} family; "
+                f"its options are {choices or 'none'}"
+            )
+        if not opt.accepts(value):
+            raise ConfigError(
+                f"sample_defaults.{key}={value!r} is not of --{opt.name}'s type ({opt.kind})"
+            )
+        problem = opt.problem(value)
+        if problem:
+            raise ConfigError(f"sample_defaults.{key}={value!r} {problem}")

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from jaxgen.data import load_splits, step_batch
 from jaxgen.engine import checkpoint as ckpt_lib
 from jaxgen.engine import evals as evals_lib
-from jaxgen.engine import first_stage, signals
+from jaxgen.engine import first_stage, sampling, signals
 from jaxgen.engine import workdir as workdir_lib
 from jaxgen.engine.config import FSDP_MIN_SIZE, differences, resumable, validate
 from jaxgen.engine.images import save_grid
@@ -516,9 +516,13 @@ class _SampleGrids:
         self.every, self.num_steps = cfg.train.sample_every, cfg.train.num_steps
         self.sample_fn = None
         if setup.caps.generates:
+            # What sample.py draws when given no flags (the config's sample_defaults).
+            kwargs = sampling.prepare(setup, {}, restore=None)
             self.sample_fn = jax.jit(
                 lambda s, r: (
-                    family.sample(cfg, gather_params(s, mesh), r, cfg.train.sample_num).images
+                    family.sample(
+                        cfg, gather_params(s, mesh), r, cfg.train.sample_num, **kwargs
+                    ).images
                 ),
                 out_shardings=replicated(mesh),
             )

@@ -23,7 +23,8 @@ from jaxgen.families import Family, Samples
 
 
 def prepare(setup, values: dict, restore) -> dict:
-    """``sample``'s keyword arguments from option values by name (missing: the default).
+    """``sample``'s keyword arguments from option values by name (missing: the config's
+    ``sample_defaults``, else the option's default).
 
     ``restore(workdir, key=flag) -> (setup, state)`` restores options of type ``workdir``."""
     family: Family = setup.family
@@ -41,9 +42,14 @@ def prepare(setup, values: dict, restore) -> dict:
         if opt.name in values:
             value = values[opt.name]
             opt.check(float(value) if isinstance(value, np.floating) else value)
+    # An option not given takes the config's sample_defaults (checked with the config), else
+    # the family's default.
+    defaults = setup.config.get("sample_defaults", {})
     options = {}
     for opt in family.sample_options:
-        value = values.get(opt.name, opt.default)
+        value = values.get(opt.name, defaults.get(opt.name.replace("-", "_"), opt.default))
+        if isinstance(value, tuple):
+            value = list(value)
         if opt.kind == "workdir" and value:
             other_setup, other_state = restore(value, key=f"--{opt.name}")
             value = (other_setup.config, other_state)

@@ -160,7 +160,7 @@ def _plain(kwargs: dict) -> dict:
 def _evaluate_workdir(workdir: str) -> dict:
     started = time.perf_counter()
     setup, state = loop.restore_for_inference(workdir)
-    values = {k: holder.value for k, holder in _OPTIONS.items()}
+    values = cli.given_options(_OPTIONS)
     scoring = report.RunScoring.prepare(
         setup, values, _settings(), _EVALUATOR.value, _ALLOW_WEAK.value
     )
@@ -174,7 +174,7 @@ def _evaluate_workdir(workdir: str) -> dict:
         "dataset": setup.config.data.get("dataset", ""),
         "step": int(state.step),
         **result,
-        "sampler_options": dict(values),  # as given (or their defaults)
+        "sampler_options": dict(values),  # as given on the command line
         "sample_kwargs": _plain(scoring.sample_kwargs),  # what the family made of them
         "seed": _SEED.value,
         "batch": _BATCH.value,

@@ -124,6 +124,18 @@ class SampleOption:
             return f"must be {'>' if self.above else '>='} {low:g}"
         return f"must be <= {high:g}"
 
+    def accepts(self, value) -> bool:
+        """Whether ``value`` has this option's type (a config's ``sample_defaults`` entry)."""
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.kind == "int":
+            return isinstance(value, int) and not isinstance(value, bool)
+        if self.kind == "float":
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        if self.kind == "list":
+            return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        return isinstance(value, str)
+
     @property
     def kind(self) -> str:
         if self.type:

@@ -187,6 +187,21 @@ def validate_config(config) -> None:
         raise ConfigError(f"diffusion.mixed_precision={d.mixed_precision!r} must be True or False")
     if not 0 <= d.p_uncond <= 1:
         raise ConfigError(f"diffusion.p_uncond={d.p_uncond!r} must be in [0, 1]")
+    defaults = config.get("sample_defaults", {})
+    if defaults.get("guidance", "none") not in ("none", "cfg"):
+        raise ConfigError(
+            f"sample_defaults.guidance={defaults.guidance!r} must be 'none' or 'cfg' (classifier "
+            "guidance needs another run: give it with --guidance=classifier)"
+        )
+    if defaults.get("guidance") == "cfg":
+        if m.num_classes == 0 or d.p_uncond == 0:
+            raise ConfigError(
+                "sample_defaults.guidance='cfg' needs a class-conditional model trained with "
+                f"label dropout (model.num_classes={m.num_classes}, "
+                f"diffusion.p_uncond={d.p_uncond})"
+            )
+        if defaults.get("scale") is None:
+            raise ConfigError("sample_defaults.guidance='cfg' needs sample_defaults.scale (e.g. 2)")
 
     if isinstance(s.order, bool):
         raise ConfigError(f"sampler.order={s.order!r} is not one of (1, 2, 3)")

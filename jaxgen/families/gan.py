@@ -23,6 +23,13 @@ Keys: the step's key is ``fold_in(rng, step)``; discriminator update ``j`` uses
 ``fold_in(key, j)`` and the generator update ``fold_in(key, n_critic)``, so the scan equals
 ``n_critic`` separate ``discriminator_update`` calls followed by ``generator_update``.
 
+Generator EMA (``gan.ema_decay > 0``; Yazici et al. 2019, used by ProGAN and StyleGAN): the
+generator also keeps an exponential moving average of its weights, updated after each generator
+update, and ``sample`` draws from it. Its batch-norm statistics are not the running ones (those
+track the live generator): ``sample`` measures them for the averaged weights on a fixed batch of
+``CALIBRATION`` noise vectors (SWA's batch-norm update), so they depend on neither the sampling
+key nor the other images of a batch.
+
 ``adversarial_step`` works on float samples of any shape, so the 2-D benchmark
 (``bench/gan_modes.py``) trains the same step on points; ``train_step`` feeds it images scaled to
 ``[-1, 1]``.
@@ -45,9 +52,10 @@ from jaxgen.families.common import (
 from jaxgen.families.state import State, TrainState, gradient_step
 from jaxgen.losses import gan as gan_losses
 from jaxgen.nn.gan import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
-from jaxgen.nn.layers import NORMS
+from jaxgen.nn.layers import BN_MOMENTUM, NORMS
 
 MODEL_KINDS = ("conv", "mlp")
+CALIBRATION = 1024  # noise vectors that measure the EMA generator's batch-norm statistics
 SAMPLE_OPTIONS = (
     SampleOption(
         "temperature", 1.0, "Noise scale: z ~ N(0, t^2 I) (> 0).", minimum=0.0, above=True
@@ -93,6 +101,11 @@ def validate_config(config) -> None:
     for key in ("clip", "gp_weight", "r1_gamma"):
         if not g[key] >= 0:
             raise ConfigError(f"gan.{key}={g[key]!r} must be >= 0")
+    if not 0 <= _ema_decay(config) < 1:
+        raise ConfigError(
+            f"gan.ema_decay={g.ema_decay!r} must be in [0, 1) (0: no generator EMA; 0.999 "
+            "averages over about 1,000 generator updates)"
+        )
     if not m.init_std >= 0:
         raise ConfigError(f"model.init_std={m.init_std!r} must be >= 0 (0: Flax's defaults)")
     penalties = [k for k in ("gp_weight", "r1_gamma") if g[k] > 0]
@@ -139,6 +152,11 @@ def _batch_stats(config) -> bool:
     return config.model.g_norm == "batch"
 
 
+def _ema_decay(config) -> float:
+    """``gan.ema_decay`` (runs saved before it existed have none: 0)."""
+    return config.gan.get("ema_decay", 0.0)
+
+
 def init(config, rng: jax.Array, example_batch=None) -> State:
     """Both players, initialised from ``fold_in(rng, 0)`` (generator) and ``(rng, 1)``
     (discriminator). ``example_batch`` is unused: the shapes come from the config."""
@@ -150,7 +168,9 @@ def init(config, rng: jax.Array, example_batch=None) -> State:
         jax.random.fold_in(rng, 1), pack(config, jnp.zeros((2 * config.gan.pack, *shape)))
     )
     players = {
-        "generator": TrainState.create(g_vars["params"], make_optimizer(config.optimizer)),
+        "generator": TrainState.create(
+            g_vars["params"], make_optimizer(config.optimizer), ema=_ema_decay(config) > 0
+        ),
         "discriminator": TrainState.create(d_vars["params"], make_optimizer(config.optimizer_d)),
     }
     extra = {"generator_stats": g_vars["batch_stats"]} if _batch_stats(config) else None
@@ -250,8 +270,9 @@ def generator_update(config, state: State, batch_size: int, key: jax.Array):
         loss = gan_losses.generator_loss(config.gan.loss, fake_scores)
         return loss, {"g_loss": loss, "new_stats": new_stats}
 
+    decay = _ema_decay(config) or None
     gen, aux, grad_norm = gradient_step(
-        state.players["generator"], make_optimizer(config.optimizer), objective
+        state.players["generator"], make_optimizer(config.optimizer), objective, decay
     )
     new_stats = aux.pop("new_stats")
     aux["g_grad_norm"] = grad_norm
@@ -301,12 +322,26 @@ def train_step(config, state: State, batch) -> tuple[State, dict]:
     return adversarial_step(config, state, images)
 
 
+def calibrate(config, g_params, g_stats):
+    """The batch-norm statistics of generator ``g_params`` itself: each layer's mean and
+    variance over ``CALIBRATION`` noise vectors of a fixed key. One train-mode pass from zero
+    running statistics leaves ``(1 - BN_MOMENTUM)`` times those of the batch in each."""
+    z = _noise(config, jax.random.PRNGKey(0), CALIBRATION)
+    zero = jax.tree.map(jnp.zeros_like, g_stats)
+    _, stats = generate(config, g_params, zero, z, train=True)
+    return jax.tree.map(lambda v: v / (1.0 - BN_MOMENTUM), stats)
+
+
 def sample(config, state: State, rng: jax.Array, num: int, temperature: float = 1.0) -> Samples:
-    """``num`` generator samples for ``z ~ N(0, temperature^2 I)`` (running batch statistics),
-    mapped from ``[-1, 1]`` to ``[0, 1]``."""
+    """``num`` generator samples for ``z ~ N(0, temperature^2 I)``, mapped from ``[-1, 1]`` to
+    ``[0, 1]``: from the EMA weights where the generator keeps them (with their own batch-norm
+    statistics, ``calibrate``), else from the weights and their running statistics."""
+    gen = state.players["generator"]
     g_stats = state.extra["generator_stats"] if state.extra else None
+    if g_stats is not None and gen.ema_params is not None:
+        g_stats = calibrate(config, gen.ema_params, g_stats)
     z = temperature * _noise(config, rng, num)
-    x, _ = generate(config, state.players["generator"].params, g_stats, z, train=False)
+    x, _ = generate(config, gen.inference_params, g_stats, z, train=False)
     if _is_image(config):
         x = jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
     return Samples(x)

@@ -95,6 +95,8 @@ def conv(features: int, dtype: Any, stride: int = 1, zero: bool = False, kernel:
     )
 
 
+# Batch norm: running = BN_MOMENTUM * running + (1 - BN_MOMENTUM) * this batch's statistic.
+BN_MOMENTUM = 0.9
 NORMS = ("batch", "layer", "none")
 
 
@@ -144,7 +146,7 @@ class Norm(nn.Module):
         if self.kind == "batch":
             return nn.BatchNorm(
                 use_running_average=self.use_running_average,
-                momentum=0.9,
+                momentum=BN_MOMENTUM,
                 epsilon=1e-5,
                 scale_init=scale_init,
             )(x)
