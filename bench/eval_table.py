@@ -9,7 +9,11 @@
 ``--table``: ``demo`` (the default) is the one table of the demo-sized runs
 (``bench/results/eval_table.md``, runs in ``runs/table``); ``budget30`` is each family's
 ``budget30`` recipe (``bench/results/budget30.md``, runs in ``runs/budget30``). ``--jobs``: with
-``--run``, the evaluations run that many at a time once the runs are trained (for a GPU).
+``--run``, the runs train that many at a time (each prior once its tokenizer has finished), then
+the evaluations (for a GPU: ``bench/gpu_budget30.sh``). A run trained on another device than the
+CPU has the device beside its train wall time (``trained_on.txt`` in its workdir).
+``--train-flags`` / ``--eval-flags``: added to every ``train.py`` / ``jaxgen.eval`` command (a
+smoke test's few steps and samples).
 
 Each row names the commands that produced it: the training runs (their steps and wall time are
 read from their ``metrics.jsonl``) and the ``python -m jaxgen.eval`` call. Rows whose JSON is
@@ -112,22 +116,55 @@ QUICK_STEMS = ("ref_noise_{ds}", "vae_{ds}", "diff_{ds}_dpmpp_10")
 # 10,000 samples; a conditional model also at other guidance scales, on 2,000.
 TRAIN_30 = {
     "vae": ("vae", "{ds},budget30", ""),
+    "vqvae": ("vqvae", "{ds},budget30", ""),
+    "pixelcnn": ("pixelcnn", "{ds},cond,budget30", ""),
+    "vqgan": ("vqgan", "{ds},budget30", ""),
+    "gpt": ("gpt", "{ds},cond,budget30", ""),
+    "maskgit": ("maskgit", "{ds},cond,budget30", ""),
     "dcgan": ("gan", "{ds},budget30", ""),
+    "wgan_gp": ("gan", "{ds},wgan_gp,budget30", ""),
     "diffusion": ("diffusion", "{ds},cond,budget30", ""),
 }
+FIRST_STAGE_30 = {"pixelcnn": "vqvae", "gpt": "vqgan", "maskgit": "vqgan"}
 ROWS_30 = [
     ("VAE (budget30)", "vae_{ds}", ["vae"], "--workdir={runs}/vae_{ds}", 10000),
-    ("DCGAN (budget30)", "dcgan_{ds}", ["dcgan"], "--workdir={runs}/dcgan_{ds}", 10000),
+    (
+        "VQ-VAE (budget30) reconstructions",
+        "vqvae_{ds}",
+        ["vqvae"],
+        "--workdir={runs}/vqvae_{ds}",
+        0,
+    ),
+    (
+        "VQ-VAE + PixelCNN (budget30, cond)",
+        "pixelcnn_{ds}",
+        ["vqvae", "pixelcnn"],
+        "--workdir={runs}/pixelcnn_{ds}",
+        10000,
+    ),
+    (
+        "VQ-GAN (budget30) reconstructions",
+        "vqgan_{ds}",
+        ["vqgan"],
+        "--workdir={runs}/vqgan_{ds}",
+        0,
+    ),
     *(
         (
-            f"DCGAN (budget30), temperature {t}",
-            f"dcgan_{{ds}}_t{t}",
-            ["dcgan"],
-            f"--workdir={{runs}}/dcgan_{{ds}} --temperature={t}",
-            10000,
+            f"VQ-GAN + {name} (budget30, cond){label}",
+            f"{prior}_{{ds}}{stem}",
+            ["vqgan", prior],
+            f"--workdir={{runs}}/{prior}_{{ds}}{flags}",
+            num,
         )
-        for t in (0.8, 0.6)
+        for prior, name in (("gpt", "GPT"), ("maskgit", "MaskGIT"))
+        for label, stem, flags, num in (
+            ("", "", "", 10000),
+            (", CFG w=2", "_cfg_2", " --scale=2", 2000),
+        )
     ),
+    ("DCGAN (budget30)", "dcgan_{ds}", ["dcgan"], "--workdir={runs}/dcgan_{ds}", 10000),
+    ("WGAN-GP (budget30)", "wgan_gp_{ds}", ["wgan_gp"], "--workdir={runs}/wgan_gp_{ds}", 10000),
     (
         "diffusion (budget30, cond), its default guidance (CFG w=2)",
         "diff_{ds}",
@@ -170,6 +207,9 @@ class Table:
     cfg_scales: tuple  # the rows diff_{ds}_cfg_<w> that the curves plot
     nfe: tuple = ()  # the rows diff_{ds}_dpmpp_<n>
     grids: dict = dataclasses.field(default_factory=dict)  # run -> sample.py flags of its grid
+    # run -> its steps/s on the README's CPU (or {data set: steps/s}), for the runs trained
+    # elsewhere whose metrics are not here (bench/results/budget30_notes.md has the rates)
+    cpu_rates: dict = dataclasses.field(default_factory=dict)
 
 
 TABLES = {
@@ -190,15 +230,30 @@ TABLES = {
         "budget30",
         "budget30",
         TRAIN_30,
-        {},
+        FIRST_STAGE_30,
         ROWS_30,
         ("diff_{ds}_cfg_1",),
         "budget30_curves",
         (1, 1.5, 2, 3),
         grids={
             "vae": "--num=64",
+            "pixelcnn": "--num=100 --class=all",
+            "gpt": "--num=100 --class=all",
+            "maskgit": "--num=100 --class=all",
             "dcgan": "--num=64",
+            "wgan_gp": "--num=64",
             "diffusion": "--num=100 --class=all",
+        },
+        cpu_rates={
+            "vae": {"mnist": 87.0, "fashion_mnist": 6.0},
+            "vqvae": 7.5,
+            "pixelcnn": 5.6,
+            "vqgan": 1.2,
+            "gpt": 4.5,
+            "maskgit": 4.0,
+            "dcgan": 7.8,
+            "wgan_gp": 3.3,
+            "diffusion": 4.2,
         },
     ),
 }
@@ -266,9 +321,9 @@ def build(
             nll = f"{m['nll_bits']:.2f} bits/code"
         steps, walls = [], []
         for run in runs:
-            s, w = harness.train_info(where.workdir(f"{run}_{ds}"))
-            steps.append(str(s))
-            walls.append(f"{w:.0f} s")
+            s, w = _train_cells(where, run, ds, table)
+            steps.append(s)
+            walls.append(w)
         rate = out.get("samples_per_s")
         device = out.get("device", "cpu")
         rate = f"{_fmt(rate)}{'' if device == 'cpu' else f' ({device})'}" if rate else ""
@@ -279,6 +334,31 @@ def build(
             f"| {rate} | {' + '.join(steps)} | {' + '.join(walls)} |"
         )
     return "\n".join(lines), missing, loaded
+
+
+def _train_cells(where: harness.Runs, run: str, ds: str, table: Table) -> tuple[str, str]:
+    """The train steps and wall time cells of ``run``: measured from its ``metrics.jsonl``,
+    with the device when that was not the CPU. A run trained on another machine whose
+    metrics did not come back (only its evals did) shows the steps its evals record and the
+    CPU time they take at the table's ``cpu_rates`` (marked as an estimate)."""
+    workdir = where.workdir(f"{run}_{ds}")
+    steps, wall = harness.train_info(workdir)
+    if steps:
+        device = harness.trained_on(workdir)
+        return str(steps), f"{wall:.0f} s" + ("" if device == "cpu" else f" ({device})")
+    folder = os.path.dirname(where.eval_json("x"))
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        with open(os.path.join(folder, name)) as f:
+            out = json.load(f)
+        if os.path.basename(out.get("workdir", "").rstrip("/")) != f"{run}_{ds}":
+            continue
+        rate = table.cpu_rates.get(run, {})
+        rate = rate.get(ds) if isinstance(rate, dict) else rate
+        device = out.get("device", "cpu")
+        if not rate:
+            return str(out["step"]), f"({device})"
+        return str(out["step"]), f"~{out['step'] / rate:.0f} s est. (trained on {device})"
+    return "0", ""
 
 
 def train_command(run: str, ds: str, runs: str = "runs/table", table: Table = DEMO) -> str:
@@ -350,43 +430,81 @@ def run_missing(
     redo=(),
     table: Table = DEMO,
     jobs: int = 1,
-) -> None:
+    train_flags: str = "",
+    eval_flags: str = "",
+    only=(),
+) -> list[str]:
     """Train and evaluate every row of ``datasets`` that neither ``where`` nor the previous
-    table holds, or that ``redo`` names (see the module docstring). Runs train one at a time;
-    with ``jobs > 1`` the evaluations then run that many at a time (an accelerator has room for
-    several; a 2-core CPU has not)."""
-    pending = []
+    table holds, or that ``redo`` names (see the module docstring). With ``jobs > 1`` (an
+    accelerator has room for several; a 2-core CPU has not) the runs train that many at a time,
+    each prior once its tokenizer has finished, and the evaluations then run that many at a
+    time. A run or evaluation that fails costs only the rows that need it: the others go on.
+    ``train_flags`` and ``eval_flags`` go last on every command of their kind (a smoke test's
+    few steps and samples); ``only``: patterns of the row stems to make (default: all). Returns
+    what failed, one line each."""
+    rows, needed = [], []
     for ds, (label, stem, runs, flags, num) in _rows(datasets, where.quick, table):
         stem = stem.format(ds=ds)
         if os.path.exists(where.eval_json(stem)) or stem in skip:
             continue
+        if only and not any(fnmatch.fnmatchcase(stem, pattern) for pattern in only):
+            continue
         again = any(fnmatch.fnmatchcase(stem, pattern) for pattern in redo)
         if (DATASETS[ds], label) in previous and not again:
             continue
-        for run in runs:
-            config, arg, train_flags = table.train[run]
-            first = table.first_stage.get(run)
-            where.train(
-                f"{run}_{ds}",
-                config,
-                arg.format(ds=ds),
-                train_flags,
-                first_stage=where.workdir(f"{first}_{ds}") if first else "",
-            )
-            if run in table.grids:  # docs/images/<runs>_<run>_<ds>.png, unless it is there
-                picture = f"{table.runs}_{run}_{ds}.png"
-                where.sample_grid(where.workdir(f"{run}_{ds}"), picture, table.grids[run])
-        evaluate = functools.partial(
-            where.evaluate, stem, flags.format(runs=where.root, ds=ds), ds, num=num or None
+        rows.append((ds, stem, runs, flags, num))
+        for run in runs:  # a prior's tokenizer first, whether or not the row names it
+            for r in (table.first_stage.get(run), run):
+                if r and (r, ds) not in needed:
+                    needed.append((r, ds))
+    failed = []
+
+    def train(run, ds):
+        first = table.first_stage.get(run)
+        # Submitted earlier, so running or done: a prior waits only on a tokenizer in hand.
+        if first and futures[(first, ds)].exception() is not None:
+            raise RuntimeError(f"its first stage {first}_{ds} failed")
+        config, arg, flags = table.train[run]
+        where.train(
+            f"{run}_{ds}",
+            config,
+            arg.format(ds=ds),
+            f"{flags} {train_flags}".strip(),
+            first_stage=where.workdir(f"{first}_{ds}") if first else "",
         )
-        if jobs == 1:
-            evaluate()
-        else:
-            pending.append(evaluate)
-    if pending:
-        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-            for future in [pool.submit(fn) for fn in pending]:
-                future.result()
+        if run in table.grids:  # docs/images/<runs>_<run>_<ds>.png, unless it is there
+            picture = f"{table.runs}_{run}_{ds}.png"
+            where.sample_grid(where.workdir(f"{run}_{ds}"), picture, table.grids[run])
+
+    futures = {}
+    with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
+        # First in, first started (a prior is listed after its tokenizer).
+        for key in needed:
+            futures[key] = pool.submit(train, *key)
+        broken = set()
+        for key, future in futures.items():
+            if future.exception() is not None:
+                broken.add(key)
+                failed.append(f"train {key[0]}_{key[1]}: {future.exception()}")
+        evals = {}
+        for ds, stem, runs, flags, num in rows:
+            if any((r, ds) in broken for r in runs):
+                continue
+            evaluate = functools.partial(
+                where.evaluate,
+                stem,
+                flags.format(runs=where.root, ds=ds),
+                ds,
+                num=num or None,
+                extra=eval_flags,
+            )
+            evals[stem] = pool.submit(evaluate)
+            if jobs == 1:
+                evals[stem].exception()  # one at a time, in table order
+        for stem, future in evals.items():
+            if future.exception() is not None:
+                failed.append(f"eval {stem}: {future.exception()}")
+    return failed
 
 
 def main(argv=None) -> int:
@@ -406,8 +524,13 @@ def main(argv=None) -> int:
         help="demo: the one table (runs/table); budget30: the 30-minute recipes (runs/budget30)",
     )
     ap.add_argument(
-        "--jobs", type=int, default=1, help="with --run: evaluations at a time (on a GPU)"
+        "--jobs", type=int, default=1, help="with --run: runs and evaluations at a time (on a GPU)"
     )
+    ap.add_argument(
+        "--only", default="", help="with --run: patterns of the row stems to make (default: all)"
+    )
+    ap.add_argument("--train-flags", default="", help="with --run: added to every train.py")
+    ap.add_argument("--eval-flags", default="", help="with --run: added to every jaxgen.eval")
     args = ap.parse_args(argv)
     os.chdir(harness.ROOT)
     spec = TABLES[args.table]
@@ -415,10 +538,22 @@ def main(argv=None) -> int:
     datasets = (args.datasets or ("mnist" if args.quick else ",".join(DATASETS))).split(",")
     out = harness.out_path(args, spec.out)
     previous = previous_rows(out)
+    failed = []
     if args.run:
         redo = [p for p in args.redo.split(",") if p]
         skip = set(args.skip.split(","))
-        run_missing(where, datasets, skip, previous, redo, spec, max(1, args.jobs))
+        failed = run_missing(
+            where,
+            datasets,
+            skip,
+            previous,
+            redo,
+            spec,
+            max(1, args.jobs),
+            args.train_flags,
+            args.eval_flags,
+            [p for p in args.only.split(",") if p],
+        )
     # The table holds every data set (rows of others come from the previous table); --quick's
     # only its own.
     datasets = datasets if args.quick else list(DATASETS)
@@ -437,6 +572,9 @@ def main(argv=None) -> int:
         print("wrote", path)
     if missing:
         print(f"{len(missing)} rows missing", file=sys.stderr)
+    if args.run and failed:
+        print("failed:\n  " + "\n  ".join(failed), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -465,15 +465,41 @@ def train_info(workdir: str) -> tuple[int, float]:
     return steps, wall
 
 
+TRAINED_ON = "trained_on.txt"  # in a run's workdir: the device kind it trained on
+
+
+@functools.cache
+def device_kind() -> str:
+    """The kind of device (``jax.devices()[0].device_kind``: ``cpu``, ``NVIDIA H200``, ...) that
+    the commands of :func:`call` compute on."""
+    probe = "import jax; print(jax.devices()[0].device_kind)"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True, env=_env()
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def trained_on(workdir: str) -> str:
+    """The device kind run ``workdir`` trained on (``cpu`` for a run from before the note)."""
+    path = os.path.join(workdir, TRAINED_ON)
+    if not os.path.exists(path):
+        return "cpu"
+    with open(path) as f:
+        return f.read().strip() or "cpu"
+
+
+def _env() -> dict:
+    return dict(
+        os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+    )
+
+
 def call(command: str) -> None:
     """Run one ``python ...`` command line from the repository root with this Python."""
     args = shlex.split(command)
     args[0] = sys.executable
     print("+", command, flush=True)
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
-    )
-    subprocess.run(args, check=True, cwd=ROOT, env=env)
+    subprocess.run(args, check=True, cwd=ROOT, env=_env())
 
 
 # What --quick adds to every train.py command line: two steps of the config's tiny variant.
@@ -529,18 +555,22 @@ class Runs:
         if first_stage:
             flags += f" --config.first_stage.workdir={first_stage}"
         call(f"python train.py {config_flag(config, arg)} --workdir={workdir} {flags}".strip())
+        with open(os.path.join(ROOT, workdir, TRAINED_ON), "w") as f:
+            f.write(device_kind() + "\n")
         return workdir
 
-    def evaluate(self, name: str, flags: str, dataset: str, num: int | None = None) -> dict:
-        """``python -m jaxgen.eval <flags> --num=<num>`` into ``eval_json(name)`` unless it is
-        there. Returns the JSON it wrote."""
+    def evaluate(
+        self, name: str, flags: str, dataset: str, num: int | None = None, extra: str = ""
+    ) -> dict:
+        """``python -m jaxgen.eval <flags> --num=<num> <extra>`` into ``eval_json(name)`` unless
+        it is there. Returns the JSON it wrote."""
         out = self.eval_json(name)
         if not os.path.exists(out):
             if self.quick:
                 num = QUICK_NUM
                 flags += f" --batch=32 --evaluator={self.evaluator(dataset)} --allow_weak_evaluator"
             flags += f" --num={num}" if num else ""
-            call(f"python -m jaxgen.eval {flags} --out={out}")
+            call(f"python -m jaxgen.eval {flags} {extra} --out={out}".replace("  ", " "))
         with open(out) as f:
             return json.load(f)
 

@@ -136,3 +136,96 @@ def test_eval_table_redo_measures_named_rows_again_and_keeps_the_rest(tmp_path):
         for row in eval_table.ROWS
         if row[1].startswith("diff_") and row[1] != "diff_{ds}_ddpm_1000"
     )
+
+
+def _budget_recorder(tmp_path, fail=(), delay=0.0):
+    """A harness.Runs that records training (start and end) and evals instead of running them;
+    the runs named in ``fail`` raise."""
+    import threading
+    import time
+
+    events, lock = [], threading.Lock()
+
+    class Recorder(harness.Runs):
+        def train(self, name, *args, **kwargs):
+            with lock:
+                events.append(("start", name))
+            time.sleep(delay if name.startswith(("vqgan", "vqvae")) else 0.0)
+            if name in fail:
+                raise RuntimeError(f"{name} broke")
+            with lock:
+                events.append(("end", name))
+
+        def sample_grid(self, *args, **kwargs):
+            pass
+
+        def evaluate(self, name, *args, **kwargs):
+            with lock:
+                events.append(("eval", name))
+
+    return Recorder(str(tmp_path / "runs"), str(tmp_path / "images")), events
+
+
+def test_eval_table_trains_side_by_side_each_prior_after_its_tokenizer(tmp_path):
+    import eval_table
+
+    table = eval_table.TABLES["budget30"]
+    where, events = _budget_recorder(tmp_path, delay=0.3)
+    failed = eval_table.run_missing(where, ["mnist"], set(), {}, table=table, jobs=8)
+    assert failed == []
+    order = {event: i for i, event in enumerate(events)}
+    for prior, tokenizer in table.first_stage.items():
+        # The tokenizer sleeps; with 8 workers the prior is started at once and must wait.
+        assert order[("start", f"{prior}_mnist")] > order[("end", f"{tokenizer}_mnist")]
+    started = [name for kind, name in events if kind == "start"]
+    assert len(started) == len(set(started))  # a tokenizer two priors share trains once
+    assert set(started) == {f"{run}_mnist" for run in table.train}
+    last_train = max(i for i, (kind, _) in enumerate(events) if kind != "eval")
+    assert all(kind == "eval" for kind, _ in events[last_train + 1 :])
+
+
+def test_eval_table_a_broken_run_costs_only_the_rows_that_need_it(tmp_path):
+    import eval_table
+
+    table = eval_table.TABLES["budget30"]
+    where, events = _budget_recorder(tmp_path, fail={"vqgan_mnist"})
+    failed = eval_table.run_missing(where, ["mnist"], set(), {}, table=table, jobs=4)
+    evaluated = {name for kind, name in events if kind == "eval"}
+    needs_vqgan = {row[1].format(ds="mnist") for row in table.rows if "vqgan" in row[2]}
+    assert needs_vqgan and not evaluated & needs_vqgan
+    assert evaluated == {row[1].format(ds="mnist") for row in table.rows} - needs_vqgan
+    assert [line.split(":")[0] for line in failed] == [
+        "train vqgan_mnist",
+        "train gpt_mnist",
+        "train maskgit_mnist",
+    ]
+
+
+def test_eval_table_marks_the_wall_time_of_a_run_trained_elsewhere(tmp_path):
+    import eval_table
+
+    where = harness.Runs(str(tmp_path / "runs"), str(tmp_path / "images"))
+    table = eval_table.TABLES["budget30"]
+    for run, device in (("vae_mnist", None), ("dcgan_mnist", "NVIDIA H200")):
+        os.makedirs(where.workdir(run))
+        rows = [{"split": "eval", "step": 100, "time": 61.4}]
+        with open(os.path.join(where.workdir(run), "metrics.jsonl"), "w") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
+        if device:
+            with open(os.path.join(where.workdir(run), harness.TRAINED_ON), "w") as f:
+                f.write(device + "\n")
+    os.makedirs(os.path.dirname(where.eval_json("x")))
+    for stem in ("vae_mnist", "dcgan_mnist", "wgan_gp_mnist"):
+        out = {"metrics": {"fd": 1.0, "kid": 0.1}, "num_samples": 10, "step": 2900}
+        # Only this run's eval came back from the machine it trained on, not its workdir.
+        out.update(workdir=f"/elsewhere/runs/budget30/{stem}", device="NVIDIA H200")
+        with open(where.eval_json(stem), "w") as f:
+            json.dump(out, f)
+    text, _, _ = eval_table.build(where, ["mnist"], table=table)
+    cells = {line.split("|")[2].strip(): line.split("|")[11:13] for line in text.splitlines()}
+    walls = {label: wall.strip() for label, (_, wall) in cells.items()}
+    assert walls["VAE (budget30)"] == "61 s"
+    assert walls["DCGAN (budget30)"] == "61 s (NVIDIA H200)"
+    # 2,900 steps at the WGAN-GP recipe's 3.3 steps/s on the README's CPU.
+    assert cells["WGAN-GP (budget30)"][0].strip() == "2900"
+    assert walls["WGAN-GP (budget30)"] == "~879 s est. (trained on NVIDIA H200)"

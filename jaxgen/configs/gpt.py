@@ -18,6 +18,7 @@ from jaxgen.configs import common
 DATASETS = ("mnist", "fashion_mnist")
 VARIANTS = {
     "cond": "class-conditional on the label (with 10% condition dropout for CFG)",
+    "budget30": "the 30-minute budget's prior: 4,000 steps over runs/budget30/vqgan_<data set>",
     "tiny": "a few steps of a very small network, for tests (it still needs a first stage)",
 }
 
@@ -36,6 +37,11 @@ def get_config(arg=None):
     )
     c.gpt = common.section(pkeep=0.9)  # 1: plain teacher forcing
     common.schedule_28x28(c)
+    if "budget30" in variants:
+        # 4.5 steps/s on the README's 2-core CPU: the minutes its tokenizer
+        # (configs/vqgan.py:<data set>,budget30) leaves of the 30 (bench/results/budget30_notes.md).
+        c.first_stage.workdir = f"runs/budget30/vqgan_{dataset}"
+        c.train.num_steps = 4_000
     if "tiny" in variants:
         common.tiny(c)
         c.model.width = 16

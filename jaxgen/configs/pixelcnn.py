@@ -13,6 +13,7 @@ from jaxgen.configs import common
 DATASETS = ("mnist", "fashion_mnist")
 VARIANTS = {
     "cond": "class-conditional on the label",
+    "budget30": "the 30-minute budget's prior: 6,500 steps over runs/budget30/vqvae_<data set>",
     "tiny": "a few steps of a very small network, for tests (it still needs a first stage)",
 }
 
@@ -28,6 +29,11 @@ def get_config(arg=None):
         num_classes=10 if "cond" in variants else 0,  # > 0: class-conditional
     )
     common.schedule_28x28(c)
+    if "budget30" in variants:
+        # 5.6 steps/s on the README's 2-core CPU: about 20 minutes after its tokenizer's 7
+        # (configs/vqvae.py:<data set>,budget30; bench/results/budget30_notes.md).
+        c.first_stage.workdir = f"runs/budget30/vqvae_{dataset}"
+        c.train.num_steps = 6_500
     if "tiny" in variants:
         common.tiny(c)
         c.model.channels = 8

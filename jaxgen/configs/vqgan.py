@@ -16,6 +16,10 @@ Variants:
 - ``demo``: what the README's comparison trains on a 2-core CPU: a narrower network (widths
   16, 32, 64) and a short schedule (600 steps of batch 32; the discriminator from step 150,
   heard from step 300), the same code budget and losses;
+- ``budget30``: the tokenizer of the 30-minute budget (docs/results.md): the ``demo`` network
+  for 800 steps of batch 32 (about 12 minutes on the 2-core CPU; the discriminator from step
+  200, heard from step 400), leaving the rest of the 30 minutes to its prior
+  (``configs/gpt.py`` or ``configs/maskgit.py`` with ``budget30``);
 - ``tiny``: a few steps of a very small model without LPIPS, for tests.
 
 Needs the perceptual extra: ``pip install 'jaxgen[perceptual]'`` (``make install`` has it).
@@ -30,6 +34,7 @@ VARIANTS = {
     "loss": "the codebook learned by the VQ loss instead of EMA",
     "norestart": "no dead-code restarts",
     "demo": "the README's CPU comparison: widths 16/32/64, 600 steps of batch 32",
+    "budget30": "the 30-minute budget's tokenizer: the demo network for 800 steps of batch 32",
     "tiny": "a few steps of a very small model without LPIPS, for tests",
 }
 
@@ -98,7 +103,7 @@ def get_config(arg=None):
         c.vq.codebook = "loss"
     if "norestart" in variants:
         c.vq.restart_after = 0
-    if "demo" in variants:
+    if "demo" in variants or "budget30" in variants:
         # The full recipe is ~5 s a step on a 2-core CPU (LPIPS alone ~2 s at batch 64), hours
         # for 2,000 steps; this one is ~1.5 s a step (README, VQ-GAN).
         c.model.channels = 16
@@ -109,6 +114,12 @@ def get_config(arg=None):
         c.vqgan.disc_start = 150
         c.vqgan.adv_start = 300
         c.eval.final_num_examples = 2_000  # LPIPS over 10,000 test images would add minutes
+    if "budget30" in variants:
+        # 1.2 steps/s on the README's 2-core CPU (bench/results/budget30_notes.md).
+        c.train.num_steps = 800
+        c.train.checkpoint_every = 400
+        c.vqgan.disc_start = 200
+        c.vqgan.adv_start = 400
     if "tiny" in variants:
         common.tiny(c)
         c.model.channels = 8

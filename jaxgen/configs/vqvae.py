@@ -12,6 +12,7 @@ VARIANTS = {
     "tiny": "a few steps of a very small model, for tests",
     "loss": "the codebook learned by the VQ loss instead of EMA, seeded from the first batch",
     "norestart": "no dead-code restarts (to see what they buy)",
+    "budget30": "the 30-minute budget's tokenizer: 3,000 steps (its PixelCNN prior has the rest)",
 }
 
 
@@ -42,6 +43,10 @@ def get_config(arg=None):
         c.vq.seed_from_data = True
     if "norestart" in variants:
         c.vq.restart_after = 0
+    if "budget30" in variants:
+        # 7.5 steps/s on the README's 2-core CPU: about 7 minutes, leaving 23 to the PixelCNN
+        # prior (configs/pixelcnn.py:<data set>,cond,budget30; bench/results/budget30_notes.md).
+        c.train.num_steps = 3_000
     if "tiny" in variants:
         common.tiny(c)
         c.model.channels = (8, 8)
