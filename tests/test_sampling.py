@@ -232,3 +232,21 @@ def test_bad_sample_defaults_are_refused_by_name(key, value, match):
         config.sample_defaults[key] = value
     with pytest.raises(ConfigError, match=match):
         validate(config, 1, need_data=False)
+
+
+def test_every_guidance_scale_flag_reads_a_number():
+    # --scale=2 read as the string "2" once broke GPT's and MaskGIT's guidance in sample.py and
+    # jaxgen.eval, with a TypeError deep inside the sampler.
+    from absl import flags
+
+    from jaxgen.engine import cli
+    from jaxgen.families import SampleOption, get_family
+
+    for name in ("gpt", "maskgit", "diffusion"):
+        opt = {o.name: o for o in get_family(name).sample_options}["scale"]
+        values = flags.FlagValues()
+        cli._DEFINE[opt.kind](opt.name, opt.default, opt.help, flag_values=values)
+        values(["sample.py", "--scale=2"])
+        assert isinstance(values["scale"].value, float) and values["scale"].value == 2.0, name
+    with pytest.raises(TypeError, match="needs type"):
+        SampleOption("strength", None, "an option whose flag type would be a guess")

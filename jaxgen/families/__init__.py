@@ -87,20 +87,25 @@ class Samples(NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class SampleOption:
     """One sampling option of a family: a ``sample.py`` flag ``--<name>`` while that family's
-    workdir is sampled. Its type is its default's (bool, int, float, str) unless ``type`` says
-    ``list`` (comma-separated) or ``workdir`` (another run, restored for the family as
-    ``(config, state)``). ``default=None`` means "not given" (the family's or the config's
-    value). A number given must be finite and within the declared bounds: ``minimum`` (``> minimum``
-    when ``above``) and ``maximum``; ``check`` says so in one line naming the flag."""
+    workdir is sampled. Its type is its default's (bool, int, float, str) unless ``type`` names
+    one of those, ``list`` (comma-separated) or ``workdir`` (another run, restored for the family
+    as ``(config, state)``). ``default=None`` means "not given" (the family's or the config's
+    value) and needs ``type``: without it the flag would read every value as a string. A number
+    given must be finite and within the declared bounds: ``minimum`` (``> minimum`` when
+    ``above``) and ``maximum``; ``check`` says so in one line naming the flag."""
 
     name: str
     default: Any
     help: str
-    type: str = ""  # "" (from the default), "list" or "workdir"
+    type: str = ""  # "" (from the default), "bool", "int", "float", "str", "list", "workdir"
     aliases: tuple[str, ...] = ()
     minimum: float | None = None
     above: bool = False  # the value must be > minimum, not >= minimum
     maximum: float | None = None
+
+    def __post_init__(self):
+        if self.default is None and not self.type:
+            raise TypeError(f"SampleOption {self.name!r}: a default of None needs type=")
 
     def check(self, value) -> None:
         """Raise ConfigError unless a given ``value`` is finite and within the bounds."""

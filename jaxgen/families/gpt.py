@@ -47,7 +47,9 @@ SAMPLE_OPTIONS = (
         above=True,
         maximum=1.0,
     ),
-    SampleOption("scale", None, "Classifier-free guidance w (1: the conditional model)."),
+    SampleOption(
+        "scale", None, "Classifier-free guidance w (1: the conditional model).", type="float"
+    ),
     SampleOption("cache", True, "Keep a key-value cache (false: a full forward per step)."),
 )
 

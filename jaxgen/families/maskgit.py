@@ -49,7 +49,9 @@ SAMPLE_OPTIONS = (
         type="float",
         minimum=0.0,
     ),
-    SampleOption("scale", None, "Classifier-free guidance w (1: the conditional model)."),
+    SampleOption(
+        "scale", None, "Classifier-free guidance w (1: the conditional model).", type="float"
+    ),
 )
 
 
