@@ -480,7 +480,8 @@ def device_kind() -> str:
 
 
 def trained_on(workdir: str) -> str:
-    """The device kind run ``workdir`` trained on (``cpu`` for a run from before the note)."""
+    """The device kind run ``workdir`` trained on; ``cpu`` for a run without the note (one
+    trained before ``Runs.train`` wrote it)."""
     path = os.path.join(workdir, TRAINED_ON)
     if not os.path.exists(path):
         return "cpu"
@@ -570,7 +571,8 @@ class Runs:
                 num = QUICK_NUM
                 flags += f" --batch=32 --evaluator={self.evaluator(dataset)} --allow_weak_evaluator"
             flags += f" --num={num}" if num else ""
-            call(f"python -m jaxgen.eval {flags} {extra} --out={out}".replace("  ", " "))
+            parts = ("python -m jaxgen.eval", flags, extra, f"--out={out}")
+            call(" ".join(p for p in parts if p))
         with open(out) as f:
             return json.load(f)
 
