@@ -59,7 +59,7 @@ def direct_grads(config, state, x):
         z_e = vqgan.encode(config, p, x)
         q = vq.quantize(z_e, cb)
         x_hat = vqgan.decode(config, p, q.z_q)
-        rec, rec_parts = vqgan.reconstruction_loss(config, state.frozen, x_hat, x)
+        rec, rec_parts = vqgan.reconstruction_loss(config, state.constants, x_hat, x)
         logits = vqgan._logits(config, d_params, x_hat)
         adv = gan_losses.generator_loss(config.vqgan.gan_loss, logits)
         commit = vq.commitment_loss(z_e, q.codes, beta=config.vq.beta)

@@ -63,6 +63,11 @@ def test_two_players_three_batches_a_step_train_stop_and_resume_bit_for_bit(tmp_
         assert row["index_sum"] == float(expected.sum())
     first, summary = loop.train_and_evaluate(config, str(tmp_path / "b"), stop_at_step=2)
     assert summary["stopped_early"] and Checkpointer(str(tmp_path / "b")).all_steps() == [2]
+    # The checkpoint holds the players but not State.constants: the resume below rebuilds them
+    # (wrong values there would change every critic update after step 2).
+    stored = Checkpointer(str(tmp_path / "b"), read_only=True).stored_arrays(2)
+    assert any(name.startswith("players.discriminator.params") for name in stored)
+    assert not [name for name in stored if name.startswith("constants")], stored
     resumed, _ = loop.train_and_evaluate(config, str(tmp_path / "b"))
     assert int(resumed.step) == config.train.num_steps
     for a, b in zip(leaves(straight), leaves(resumed), strict=True):
@@ -95,6 +100,35 @@ def test_two_players_three_batches_a_step_train_stop_and_resume_bit_for_bit(tmp_
     assert images.shape == (5, 8, 8, 1) and 0 <= images.min() and images.max() <= 1
     expected = two_player_family.sample(config, straight, jax.random.PRNGKey(0), 5, steps=2)
     np.testing.assert_allclose(images, expected.images, atol=1e-6)
+
+
+def test_a_checkpoint_of_the_layout_before_constants_restores_with_them(tmp_path):
+    """Until 2026-12-04 ``State`` had no ``constants`` and the VQ-GAN kept its LPIPS weights in
+    ``frozen``, so its checkpoints saved them; such a checkpoint restores, with ``frozen`` empty
+    and ``constants`` rebuilt. (Every family's older checkpoints lack the field.)"""
+    config = two_player_family.get_config()
+    setup = loop.make_setup(config, jax.devices()[:1])
+    state = setup.init_state()
+    generator = state.players["generator"]
+    trained = generator.replace(params={**generator.params, "w": generator.params["w"] + 1})
+    legacy = state.replace(players={**state.players, "generator": trained})
+    # The five fields of that State: no `constants` field at all, the constants in `frozen`.
+    legacy = {
+        "step": legacy.step,
+        "rng": legacy.rng,
+        "players": legacy.players,
+        "extra": legacy.extra,
+        "frozen": legacy.constants,
+    }
+    writer = Checkpointer(str(tmp_path))
+    writer.save(0, legacy, force=True)
+    writer.close()
+    restored = setup.restore(Checkpointer(str(tmp_path), read_only=True))
+    assert restored.frozen is None
+    np.testing.assert_array_equal(
+        restored.constants["pixel_weights"], two_player_family.constants(config)["pixel_weights"]
+    )
+    np.testing.assert_array_equal(restored.players["generator"].params["w"], trained.params["w"])
 
 
 @pytest.mark.slow

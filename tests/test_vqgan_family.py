@@ -60,7 +60,7 @@ def _naive_parts(config, state, x):
         z_e = vqgan.encode(config, p, x)
         q = vq.quantize(z_e, cb)
         x_hat = vqgan.decode(config, p, q.z_q)
-        rec, _ = vqgan.reconstruction_loss(config, state.frozen, x_hat, x)
+        rec, _ = vqgan.reconstruction_loss(config, state.constants, x_hat, x)
         logits = vqgan._logits(config, d_params, x_hat)
         return {
             "rec": rec,

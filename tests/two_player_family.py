@@ -3,6 +3,10 @@ batches a step, no held-out metrics and no ``loss`` metric. It exists to show th
 (a GAN's shape) trains, checkpoints, resumes and samples through the engine and ``sample.py``
 unchanged. ``config.family = "tests.two_player_family"``.
 
+It also keeps a fixed array in ``State.constants`` (as the VQ-GAN keeps its LPIPS network): the
+critic sees images through a fixed pixel weighting, which checkpoints leave out and ``constants``
+rebuilds on restore.
+
 Generator: an affine map of 4-d noise to images. Critic: a linear score. Each step makes
 ``n_critic = 3`` critic updates (one per data batch, as one ``lax.scan``) with the generator
 fixed, then one generator update with the critic fixed; Wasserstein-style losses on a
@@ -12,6 +16,7 @@ weight-clipped critic keep it small and stable.
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from jaxgen.engine.config import base_config
@@ -68,8 +73,14 @@ def _generate(config, g_params, z):
     return jax.nn.sigmoid(pixels).reshape(z.shape[0], *config.data.image_shape)
 
 
-def _critic(d_params, images):
-    return images.reshape(images.shape[0], -1) @ d_params["w"]
+def _critic(d_params, images, constants):
+    return images.reshape(images.shape[0], -1) @ (constants["pixel_weights"] * d_params["w"])
+
+
+def constants(config):
+    """A fixed pixel weighting of the critic's input (host arrays, rebuilt on every restore)."""
+    size = int(np.prod(config.data.image_shape))
+    return {"pixel_weights": np.linspace(0.5, 1.5, size, dtype=np.float32)}
 
 
 def init(config, rng, example_batch):
@@ -85,7 +96,7 @@ def init(config, rng, example_batch):
         "generator": TrainState.create(g, _tx_g(config)),
         "discriminator": TrainState.create(d, _tx_d(config)),
     }
-    return State.create(rng, players)
+    return State.create(rng, players, constants=constants(config))
 
 
 def train_step(config, state, batch):
@@ -99,7 +110,8 @@ def train_step(config, state, batch):
         real = to_unit_interval(images)
 
         def objective(d):
-            loss = jnp.mean(_critic(d, fake)) - jnp.mean(_critic(d, real))
+            fixed = state.constants
+            loss = jnp.mean(_critic(d, fake, fixed)) - jnp.mean(_critic(d, real, fixed))
             return loss, loss
 
         player, loss, _ = gradient_step(player, _tx_d(config), objective)
@@ -112,7 +124,7 @@ def train_step(config, state, batch):
     z = jax.random.normal(jax.random.fold_in(key, N_CRITIC), (batch["image"].shape[1], NOISE))
 
     def g_objective(g):
-        loss = -jnp.mean(_critic(critic.params, _generate(config, g, z)))
+        loss = -jnp.mean(_critic(critic.params, _generate(config, g, z), state.constants))
         return loss, loss
 
     generator, g_loss, _ = gradient_step(state.players["generator"], _tx_g(config), g_objective)
@@ -140,4 +152,5 @@ FAMILY = Family(
     train_step=train_step,
     sample=sample,
     sample_options=(SampleOption("steps", 3, "Generator draws averaged per image."),),
+    constants=constants,
 )

@@ -43,6 +43,7 @@ renames nothing, not even the ``checkpoints`` folder.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -123,13 +124,18 @@ class Checkpointer:
                 read_only=True, create=False, save_interval_steps=0, max_to_keep=None
             )
             with _quiet("absl"):  # "Given directory is read only": as asked
-                self._manager = ocp.CheckpointManager(self.directory, options=options)
+                # The handler named, so that metadata can be read before any restore.
+                self._manager = ocp.CheckpointManager(
+                    self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
+                )
         else:
             self._discard_unfinished_saves()
             options = ocp.CheckpointManagerOptions(
                 max_to_keep=keep, create=True, enable_async_checkpointing=async_save
             )
-            self._manager = ocp.CheckpointManager(self.directory, options=options)
+            self._manager = ocp.CheckpointManager(
+                self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
+            )
         self._unsealed: set[int] = set()  # saved by this process, not yet sealed
         self._skipped: list[int] = []  # steps the last restore found bad, newest first
         self._closed = False
@@ -377,8 +383,9 @@ class Checkpointer:
         sealed, problem = self._check(step)
         if sealed and problem is not None:
             return None, problem, None
+        item, rebuild = self._stored_fields(step, abstract_state)
         try:
-            state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+            state = rebuild(self._manager.restore(step, args=ocp.args.StandardRestore(item)))
         except Exception as e:  # orbax raises many types for unreadable data
             self._raise_if_mismatch(step, abstract_state)
             return None, f"cannot be restored ({_short(e)})", None
@@ -388,6 +395,30 @@ class Checkpointer:
         if bad:
             return None, f"{problem} and {bad} hold NaN or Inf", None
         return state, None, f"{problem}; its values are finite, so it was restored"
+
+    def _stored_fields(self, step: int, abstract_state):
+        """``(item, rebuild)``: what to ask orbax for and how to turn it into the state. A
+        dataclass state (``State``) whose checkpoint predates some of its fields, each ``None``
+        in ``abstract_state`` (a field added later, such as ``constants``), is restored from
+        the fields the checkpoint has; anything else as it is."""
+        unchanged = (abstract_state, lambda restored: restored)
+        if not dataclasses.is_dataclass(abstract_state):
+            return unchanged
+        try:
+            stored = set(self._manager.item_metadata(step).keys())
+        except Exception:  # unreadable metadata: let the restore itself say what is wrong
+            return unchanged
+        names = [f.name for f in dataclasses.fields(abstract_state)]
+        absent = [n for n in names if n not in stored]
+        if not absent or any(getattr(abstract_state, n) is not None for n in absent):
+            return unchanged
+        item = {n: getattr(abstract_state, n) for n in names if n in stored}
+        return item, lambda restored: dataclasses.replace(abstract_state, **restored)
+
+    def stored_arrays(self, step: int) -> dict[str, tuple | None]:
+        """The arrays step ``step`` holds, by dotted name (``players.model.params...``), with
+        their shapes; read from its metadata, no values."""
+        return _shapes(self._manager.item_metadata(step))
 
     def _raise_if_mismatch(self, step: int, abstract_state) -> None:
         try:

@@ -89,6 +89,51 @@ class Setup:
     def abstract_with_shardings(self):
         return ckpt_lib.abstract_like(self.abstract_state, self.state_sharding)
 
+    def restore(self, checkpoints):
+        """The newest good step of ``checkpoints`` (a ``Checkpointer``) as this setup's state.
+
+        A checkpoint holds the state less ``State.constants`` (``saved``); they are rebuilt by
+        ``Family.constants(config)`` and placed in their shardings. A checkpoint written before
+        ``constants`` existed (2026-12-04) held them in ``frozen``; it restores too."""
+        abstract, shardings = self.abstract_state, self.state_sharding
+        if getattr(abstract, "constants", None) is None:
+            return checkpoints.restore(self.abstract_with_shardings())
+        if self.family.constants is None:
+            raise TypeError(
+                f"family {self.family.name!r}: init fills State.constants but the family has "
+                "no constants(config) to rebuild them for a restored state"
+            )
+        current = [t.replace(constants=None) for t in (abstract, shardings)]
+        try:
+            state = checkpoints.restore(ckpt_lib.abstract_like(*current))
+        except ckpt_lib.CheckpointMismatchError as mismatch:
+            if abstract.frozen is not None:
+                raise
+            legacy = [t.replace(frozen=t.constants, constants=None) for t in (abstract, shardings)]
+            try:
+                state = checkpoints.restore(ckpt_lib.abstract_like(*legacy)).replace(frozen=None)
+            except ckpt_lib.CheckpointMismatchError:
+                raise mismatch from None  # the current layout's differences, not the old one's
+        values = self.family.constants(self.config)
+        return state.replace(constants=_place(values, shardings.constants))
+
+
+def saved(state):
+    """What a checkpoint holds of ``state``: all of it but ``State.constants``."""
+    if getattr(state, "constants", None) is None:
+        return state
+    return state.replace(constants=None)
+
+
+def _place(host_tree, shardings):
+    """Host arrays as global arrays in ``shardings`` (each process gives the same values)."""
+
+    def one(value, sharding):
+        value = np.asarray(value)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    return jax.tree.map(one, host_tree, shardings)
+
 
 def make_setup(config, devices=None, need_data: bool = True, fit_fsdp: bool | None = None) -> Setup:
     """The family, the ``(data, fsdp)`` mesh over ``devices`` (default: all) and the state's
@@ -380,7 +425,7 @@ def _restore_naming_differences(checkpoints, setup: Setup, workdir: str):
     """Restore the newest good checkpoint; a checkpoint that does not fit the model is reported
     with the config keys that differ from the run's stored ``config.json``."""
     try:
-        return checkpoints.restore(setup.abstract_with_shardings())
+        return setup.restore(checkpoints)
     except ckpt_lib.CheckpointMismatchError as e:
         stored = os.path.join(workdir, ckpt_lib.CONFIG_FILE)
         diffs = []
@@ -429,7 +474,7 @@ class _CheckpointSaves:
                 f"the state at step {step} holds NaN or Inf values; it was not saved (the "
                 f"newest finite checkpoint, step {self.last_saved}, stays the latest)"
             )
-        self.checkpoints.save(step, state, force=force)
+        self.checkpoints.save(step, saved(state), force=force)
         self.last_saved = step
 
     def flush(self, state) -> int:
@@ -662,7 +707,7 @@ def restore_state(setup: Setup, workdir: str, key: str = "--workdir"):
                 f"{key}={workdir!r} has no checkpoint in {checkpoints.directory}; train it first "
                 "(train.py --workdir=...) or point at a finished run"
             )
-        return checkpoints.restore(setup.abstract_with_shardings())
+        return setup.restore(checkpoints)
     finally:
         checkpoints.close()
 

@@ -26,6 +26,8 @@ Optional, each tied to a capability:
     reconstruct(config, state, images) -> images   reconstructs
     tokenizer(config) -> Tokenizer                 is_tokenizer (VQ-VAE, VQ-GAN): the
     tokenizer_params(config, state) -> pytree      interface a prior uses (first_stage.py)
+    constants(config) -> pytree                    when ``init`` fills ``State.constants``:
+                                                   the same arrays again, for a restored state
 
 Families are looked up by ``config.family``: a built-in name (``FAMILIES``) or the import path
 of a module that defines ``FAMILY`` (``"mypackage.my_gan"``), so a new family needs no edit here.
@@ -188,6 +190,9 @@ class Family:
     reconstruct: Callable | None = None
     tokenizer: Callable | None = None
     tokenizer_params: Callable | None = None
+    # constants(config) -> the pytree ``init`` puts in ``State.constants``: fixed arrays (a
+    # frozen perceptual network) that checkpoints leave out and restoring rebuilds from here.
+    constants: Callable | None = None
 
     def __post_init__(self):
         for name, value in self.eval_reductions.items():

@@ -4,10 +4,14 @@ A player is a network with its own optimiser: the one model of a VAE, or a GAN's
 discriminator. ``State`` is what goes in and out of ``train_step`` and into checkpoints::
 
     State(step, rng, players={"model": TrainState(params, opt_state, ema_params)},
-          extra=<family-owned state>, frozen=<a trained first stage's parameters>)
+          extra=<family-owned state>, frozen=<a trained first stage's parameters>,
+          constants=<fixed arrays the family rebuilds from its config>)
 
 The optimiser (an ``optax.GradientTransformation``) is not stored: the family rebuilds it from
-its config in every step, so the state is a plain pytree of arrays that orbax saves as is.
+its config in every step, so the state is a plain pytree of arrays that orbax saves as is,
+less ``constants``: fixed arrays such as the VQ-GAN's LPIPS network, which the jitted step takes
+as an argument (rather than compiling megabytes into the program) but which no checkpoint needs
+to hold, because ``Family.constants(config)`` rebuilds them (``Setup.restore`` in the engine).
 """
 
 from __future__ import annotations
@@ -63,18 +67,27 @@ class TrainState:
 @flax.struct.dataclass
 class State:
     """``step`` and ``rng`` (a step's key is ``fold_in(rng, step)``), the players by name,
-    ``extra`` state the family owns (an EMA codebook, code-usage counters) and ``frozen``
-    parameters of a trained first stage, which get no gradient."""
+    ``extra`` state the family owns (an EMA codebook, code-usage counters), ``frozen``
+    parameters of a trained first stage, which get no gradient, and ``constants``, which get
+    no gradient either and are not checkpointed (``Family.constants`` rebuilds them)."""
 
     step: jax.Array
     rng: jax.Array
     players: dict[str, TrainState]
     extra: Any = None
     frozen: Any = None
+    constants: Any = None
 
     @classmethod
-    def create(cls, rng: jax.Array, players: dict[str, TrainState], extra=None, frozen=None):
-        return cls(jnp.zeros((), jnp.int32), rng, dict(players), extra, frozen)
+    def create(
+        cls,
+        rng: jax.Array,
+        players: dict[str, TrainState],
+        extra=None,
+        frozen=None,
+        constants=None,
+    ):
+        return cls(jnp.zeros((), jnp.int32), rng, dict(players), extra, frozen, constants)
 
     @property
     def model(self) -> TrainState:

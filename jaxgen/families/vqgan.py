@@ -37,8 +37,9 @@ batch ``x``:
    update, unused counters, dead-code restarts.
 
 The perceptual network's weights (LPIPS on VGG16, ``jaxgen.losses.lpips``) are constants; they
-live in ``State.frozen`` (no optimiser, no gradient) so that the jitted step takes them as an
-argument rather than baking 59 MB into the program.
+live in ``State.constants`` (no optimiser, no gradient) so that the jitted step takes them as an
+argument rather than baking 59 MB into the program, and checkpoints leave them out: ``constants``
+loads them again for a restored state.
 
 The VQ-GAN is a tokenizer (``tokenizer``): the PixelCNN, GPT and MaskGIT priors run over it as
 they do over a VQ-VAE.
@@ -177,10 +178,13 @@ def capabilities(config) -> Capabilities:
     return Capabilities(reconstructs=True, is_tokenizer=True, progress_metric="rec_loss")
 
 
-def _perceptual_params(config):
+def constants(config):
+    """``{"lpips": VGG16 LPIPS weights}`` when the config uses the perceptual loss, else None."""
+    if not uses_perceptual(config):
+        return None
     from jaxgen.weights import lpips as lpips_weights
 
-    return lpips_weights.load_vgg16(config.vqgan.lpips_weights or None)
+    return {"lpips": lpips_weights.load_vgg16(config.vqgan.lpips_weights or None)}
 
 
 def init(config, rng: jax.Array, example_batch) -> State:
@@ -192,8 +196,7 @@ def init(config, rng: jax.Array, example_batch) -> State:
         "model": TrainState.create(params, make_optimizer(config.optimizer)),
         "discriminator": TrainState.create(d_params, make_optimizer(config.optimizer_d)),
     }
-    frozen = {"lpips": _perceptual_params(config)} if uses_perceptual(config) else None
-    return State.create(rng, players, extra=extra, frozen=frozen)
+    return State.create(rng, players, extra=extra, constants=constants(config))
 
 
 def encode(config, params, x: jax.Array) -> jax.Array:
@@ -227,22 +230,22 @@ def _logits(config, d_params, x):
     return build_discriminator(config).apply({"params": d_params}, x)
 
 
-def perceptual(config, frozen, x_hat: jax.Array, x: jax.Array) -> jax.Array:
+def perceptual(config, constants, x_hat: jax.Array, x: jax.Array) -> jax.Array:
     """Mean LPIPS between reconstructions and targets on ``[-1, 1]``; 0 when unused."""
     if not uses_perceptual(config):
         return jnp.zeros((), jnp.float32)
     from jaxgen.losses import lpips
 
     size = config.vqgan.lpips_size or None
-    d = lpips.lpips(frozen["lpips"], (x_hat + 1.0) / 2.0, (x + 1.0) / 2.0, resize=size)
+    d = lpips.lpips(constants["lpips"], (x_hat + 1.0) / 2.0, (x + 1.0) / 2.0, resize=size)
     return jnp.mean(d)
 
 
-def reconstruction_loss(config, frozen, x_hat: jax.Array, x: jax.Array):
+def reconstruction_loss(config, constants, x_hat: jax.Array, x: jax.Array):
     """``L_rec`` (pixel term plus weighted LPIPS) and its parts."""
     diff = x_hat - x
     pixel = jnp.mean(jnp.abs(diff)) if config.vqgan.rec_loss == "l1" else jnp.mean(diff**2)
-    p = perceptual(config, frozen, x_hat, x)
+    p = perceptual(config, constants, x_hat, x)
     return pixel + config.vqgan.perceptual_weight * p, {"rec_loss": pixel, "lpips": p}
 
 
@@ -315,7 +318,7 @@ def autoencoder_grads(config, state: State, x: jax.Array):
     x_hat, last_pullback = jax.vjp(apply_conv_out, params["conv_out"], h)
 
     (rec_total, rec_parts), g_rec = jax.value_and_grad(
-        lambda y: reconstruction_loss(config, state.frozen, y, x), has_aux=True
+        lambda y: reconstruction_loss(config, state.constants, y, x), has_aux=True
     )(x_hat)
     adv_on = jnp.logical_and(adversarial(config), state.step >= config.vqgan.adv_start)
 
@@ -409,7 +412,7 @@ def eval_step(config, state: State, batch) -> dict:
     return {
         **tokenizers.reconstruction_figures(unit, unit_hat),
         "l1": jnp.mean(jnp.abs(unit_hat - unit)),
-        "lpips": perceptual(config, state.frozen, x_hat, x),
+        "lpips": perceptual(config, state.constants, x_hat, x),
         "commit_loss": vq.commitment_loss(z_e, q.codes, beta=config.vq.beta),
         "vq_loss": vq.codebook_loss(z_e, q.codes),
         "perplexity": vq.perplexity(q.indices, config.vq.num_codes),
@@ -430,4 +433,5 @@ FAMILY = Family(
     reconstruct=reconstruct,
     tokenizer=tokenizer,
     tokenizer_params=tokenizers.vq_tokenizer_params,
+    constants=constants,
 )
