@@ -115,7 +115,7 @@ class Setup:
             except ckpt_lib.CheckpointMismatchError:
                 raise mismatch from None  # the current layout's differences, not the old one's
         values = self.family.constants(self.config)
-        return state.replace(constants=_place(values, shardings.constants))
+        return state.replace(constants=_place(values, abstract.constants, shardings.constants))
 
 
 def saved(state):
@@ -125,14 +125,17 @@ def saved(state):
     return state.replace(constants=None)
 
 
-def _place(host_tree, shardings):
-    """Host arrays as global arrays in ``shardings`` (each process gives the same values)."""
+def _place(host_tree, abstract, shardings):
+    """Host arrays as global arrays of ``abstract``'s dtypes in ``shardings`` (each process
+    gives the same values)."""
 
-    def one(value, sharding):
-        value = np.asarray(value)
+    def one(value, like, sharding):
+        value = np.asarray(value, dtype=like.dtype)
+        if value.shape != like.shape:
+            raise ValueError(f"constants: an array of shape {value.shape}, init made {like.shape}")
         return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
 
-    return jax.tree.map(one, host_tree, shardings)
+    return jax.tree.map(one, host_tree, abstract, shardings)
 
 
 def make_setup(config, devices=None, need_data: bool = True, fit_fsdp: bool | None = None) -> Setup:
