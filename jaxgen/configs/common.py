@@ -29,6 +29,8 @@ DATA = {
     "mnist": ("npz", MNIST_NPZ, "", (28, 28, 1)),
     "fashion_mnist": ("idx", FASHION_MNIST_DIR, "", (28, 28, 1)),
     "cifar10": ("tfds", TFDS_DIR, "cifar10", (32, 32, 3)),
+    # Two MNIST digits side by side (jaxgen.data.derived), label 10 * left + right.
+    "mnist_pairs": ("npz", MNIST_NPZ, "", (28, 56, 1)),
 }
 
 
@@ -53,8 +55,11 @@ def new(family: str, dataset: str) -> ml_collections.ConfigDict:
     c.family = family
     c.data.dataset = dataset
     c.data.source, c.data.path, c.data.name, c.data.image_shape = DATA[dataset]
-    if dataset == "mnist":
+    if dataset in ("mnist", "mnist_pairs"):
         c.data.path = os.environ.get("JAXGEN_MNIST") or c.data.path
+    if dataset == "mnist_pairs":
+        c.data.compose = "pairs"
+        c.data.num_train, c.data.num_test = 60_000, 10_000
     return c
 
 

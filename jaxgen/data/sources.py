@@ -9,6 +9,9 @@ Sources (``config.data.source``):
   ``tfds.data_source`` (random access, no TensorFlow, no download).
 - ``shapes`` / ``gaussian_mixture``: procedural data for tests and smoke runs.
 
+On top of any source, ``data.compose`` and ``data.captions`` derive two-image canvases and
+captions (``jaxgen.data.derived``).
+
 Nothing here downloads. A missing or malformed source raises ``DataError`` naming the path and
 what was expected.
 """
@@ -88,6 +91,8 @@ HOW_TO_GET = {
     "that Keras distributes, and of ../shared/data/mnist.npz beside this project's checkout); "
     "put it anywhere and set JAXGEN_MNIST=/path/to/mnist.npz, or pass "
     "--config.data.path=/path/to/mnist.npz",
+    "mnist_pairs": "the MNIST .npz its pairs are composed from: set JAXGEN_MNIST=/path/to/"
+    "mnist.npz or pass --config.data.path=/path/to/mnist.npz",
     "fashion_mnist": "Fashion-MNIST's four IDX files: apt-get install dataset-fashion-mnist "
     "(Debian and Ubuntu) puts them in /usr/share/datasets/fashion-mnist, the default; elsewhere "
     "pass --config.data.path=<the folder that holds them>",
@@ -306,6 +311,15 @@ def load_split(data_config, split: str) -> Split:
         result = _load_procedural(source, split, data_config.image_shape[0], num, 0)
     else:
         raise DataError(f"data.source={source!r} is not one of {SOURCES}")
+    from jaxgen.data import derived
+
+    compose = data_config.get("compose", "")  # .get: configs saved before the key existed
+    if compose:
+        if compose not in derived.COMPOSE:
+            raise DataError(f"data.compose={compose!r} is not one of {derived.COMPOSE}")
+        num = data_config.num_train if split == "train" else data_config.num_test
+        held_out = data_config.get("held_out", True)
+        result = derived.pairs(result, num, data_config.get("seed", 0), split, held_out)
     expected = tuple(data_config.image_shape)
     if result.image_shape != expected:
         raise DataError(
@@ -315,6 +329,14 @@ def load_split(data_config, split: str) -> Split:
         )
     if result.num_examples == 0:
         raise DataError(f"data source {source!r}: the {split} split is empty")
+    if data_config.get("captions", ""):
+        result = derived.captioned(
+            result,
+            data_config.captions,
+            data_config.caption_len,
+            data_config.get("seed", 0),
+            split,
+        )
     return result
 
 

@@ -39,8 +39,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.train_split = "train"
     c.data.test_split = "test"
     c.data.image_shape = (28, 28, 1)  # (H, W, C); checked against the data
-    c.data.num_train = 2048  # procedural sources only
+    c.data.num_train = 2048  # procedural and composed sources only
     c.data.num_test = 512
+    # Derived data (jaxgen.data.derived): two-image canvases and captions, fixed by data.seed.
+    c.data.compose = ""  # "" | "pairs": two images side by side, label K * left + right
+    c.data.captions = ""  # a caption set of jaxgen.data.captions: batches gain "text" tokens
+    c.data.caption_len = 12  # tokens per caption, <bos> included
+    c.data.held_out = True  # keep the held-out templates and ordered pairs out of training
+    c.data.seed = 0  # the seed of composed pairs and captions (not the training seed)
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adam"
@@ -113,6 +119,17 @@ RESUMABLE = (
 )
 
 
+# Keys added after runs were saved without them, with the value those runs had in effect:
+# ``differences`` takes a stored config's missing key to have it.
+ADDED_KEYS = {
+    "data.compose": "",
+    "data.captions": "",
+    "data.caption_len": 12,
+    "data.held_out": True,
+    "data.seed": 0,
+}
+
+
 def _flatten(tree, prefix="") -> dict:
     out = {}
     for key, value in tree.items():
@@ -126,8 +143,8 @@ def _flatten(tree, prefix="") -> dict:
 
 def differences(stored, new) -> list[str]:
     """``key: stored -> new`` for every value that differs between two configs."""
-    old = _flatten(json.loads(stored.to_json()))
-    cur = _flatten(json.loads(new.to_json()))
+    old = {**ADDED_KEYS, **_flatten(json.loads(stored.to_json()))}
+    cur = {**ADDED_KEYS, **_flatten(json.loads(new.to_json()))}
     out = []
     for key in sorted(set(old) | set(cur)):
         if old.get(key, "<absent>") != cur.get(key, "<absent>"):
@@ -225,6 +242,7 @@ def validate(
         raise ConfigError(f"data.image_shape={shape!r} must be three positive ints (H, W, C)")
     if config.data.source not in SOURCES:
         raise ConfigError(f"data.source={config.data.source!r} is not one of {SOURCES}")
+    check_derived_data(config.data)
     if need_data and config.data.source in ("idx", "npz", "image_folder", "tfds"):
         path = config.data.path
         if not path or not os.path.exists(path):
@@ -250,6 +268,30 @@ def validate(
         evals.check(config)
     check_sample_defaults(config, family)
     family.validate_config(config)
+
+
+def check_derived_data(data) -> None:
+    """``data.compose`` and ``data.captions`` name what exists, and captions fit
+    ``data.caption_len``."""
+    from jaxgen.data import captions, derived
+
+    compose = data.get("compose", "")
+    if compose not in derived.COMPOSE:
+        raise ConfigError(f"data.compose={compose!r} is not one of {derived.COMPOSE}")
+    name = data.get("captions", "")
+    if not name:
+        return
+    try:
+        caption_set = captions.caption_set(name)
+    except captions.CaptionError as e:
+        raise ConfigError(str(e)) from None
+    need = caption_set.max_words() + 1
+    length = data.caption_len
+    if not isinstance(length, int) or isinstance(length, bool) or length < need:
+        raise ConfigError(
+            f"data.caption_len={length!r} is too short for data.captions={name!r}: its longest "
+            f"caption has {need - 1} words, so use at least {need} tokens (<bos> included)"
+        )
 
 
 def check_sample_defaults(config, family) -> None:

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxgen.data import load_splits, step_batch
+from jaxgen.data import captions, load_splits, step_batch
 from jaxgen.engine import checkpoint as ckpt_lib
 from jaxgen.engine import evals as evals_lib
 from jaxgen.engine import first_stage, sampling, signals
@@ -56,11 +56,14 @@ def example_batch(config, num: int, batches_per_step: int = 1) -> dict[str, np.n
     """A zero batch with the data's shapes and dtypes (``[k, num, ...]`` for ``k > 1``
     batches per step): enough to trace ``init``."""
     lead = (batches_per_step, num) if batches_per_step > 1 else (num,)
-    return {
+    batch = {
         "image": np.zeros((*lead, *config.data.image_shape), np.uint8),
         "label": np.zeros(lead, np.int32),
         "index": np.zeros(lead, np.int32),
     }
+    if config.data.get("captions", ""):  # caption tokens (jaxgen.data.derived)
+        batch["text"] = np.zeros((*lead, config.data.caption_len), np.int32)
+    return batch
 
 
 @dataclass
@@ -175,7 +178,7 @@ def make_setup(config, devices=None, need_data: bool = True, fit_fsdp: bool | No
 
 def _batch_shardings(setup: Setup) -> dict:
     k = setup.caps.batches_per_step
-    return {key: batch_sharding(setup.mesh, k) for key in ("image", "label", "index")}
+    return {key: batch_sharding(setup.mesh, k) for key in example_batch(setup.config, 1)}
 
 
 def train_batch_for_step(setup: Setup, split, step: int) -> dict:
@@ -401,6 +404,8 @@ def _train(config, workdir: str, *, devices, stop_at_step, allow_config_change: 
                     state = first_stage.attach(cfg, state, first)
                     state = jax.device_put(state, setup.state_sharding)
             ckpt_lib.save_config(workdir, cfg)
+            if is_main:
+                _save_vocabulary(cfg, workdir)
             state, summary = _loop(
                 setup,
                 state,
@@ -422,6 +427,14 @@ def _train(config, workdir: str, *, devices, stop_at_step, allow_config_change: 
     )
     say(_summary_line(summary))
     return state, summary
+
+
+def _save_vocabulary(config, workdir: str) -> None:
+    """A captioned run's vocabulary in ``workdir`` (once: a resumed run keeps its own), where
+    sampling reads it to tokenize prompts."""
+    name = config.data.get("captions", "")
+    if name and not os.path.exists(os.path.join(workdir, captions.VOCAB_FILE)):
+        captions.caption_set(name).vocabulary().save(workdir, name)
 
 
 def _restore_naming_differences(checkpoints, setup: Setup, workdir: str):
