@@ -126,7 +126,9 @@ def test_config_flag_takes_a_file_or_a_built_in_config_by_name(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)  # outside the checkout the documented path still works
     assert configs.resolve("configs/vae.py:mnist") == f"{vae}:mnist"
     assert configs.resolve("other/vae.py:mnist") == "other/vae.py:mnist"  # config_flags says
-    with pytest.raises(ConfigError, match="'vea' is neither .* built-in ones are classifier, "):
+    with pytest.raises(
+        ConfigError, match="'vea' is neither .* built-in ones are autoencoder_kl, classifier, "
+    ):
         configs.resolve("vea:mnist")
     argv = ["train.py", "--config", "vae:tiny", "--config.seed=1", "--workdir=x"]
     assert configs.resolve_argv(argv) == [*argv[:2], f"{vae}:tiny", *argv[3:]]

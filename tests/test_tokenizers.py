@@ -13,7 +13,9 @@ LEVELS = jnp.array([[-0.5], [0.0], [0.9]])  # a codebook of three 1-D codes
 
 
 def _config():
-    return ml_collections.ConfigDict({"vq": {"num_codes": 3}, "data": {"image_shape": (2, 2, 1)}})
+    return ml_collections.ConfigDict(
+        {"vq": {"num_codes": 3, "dim": 1}, "data": {"image_shape": (2, 2, 1)}}
+    )
 
 
 def _identity(params, x):

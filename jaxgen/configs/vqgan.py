@@ -27,7 +27,7 @@ Needs the perceptual extra: ``pip install 'jaxgen[perceptual]'`` (``make install
 
 from jaxgen.configs import common
 
-DATASETS = ("mnist", "fashion_mnist")
+DATASETS = ("mnist", "fashion_mnist", "mnist_pairs")
 VARIANTS = {
     "noadv": "no adversarial term: L1 + LPIPS only",
     "r1": "fixed adversarial weight 0.1, non-saturating loss, R1 penalty (MaskGIT's tokenizer)",

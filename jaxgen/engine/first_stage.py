@@ -51,6 +51,14 @@ def check(config) -> None:
             f"first_stage.workdir={config.first_stage.workdir!r} holds a {fs.family!r} run, "
             "which is not a tokenizer; a prior needs the run of a tokenizer such as the VQ-VAE"
         )
+    needs = family_of(config).capabilities(config).first_stage_gives
+    if not family.tokenizer(fs).offers(needs):
+        kind = {"codes": "discrete codes", "latents": "continuous latents"}[needs]
+        raise ConfigError(
+            f"first_stage.workdir={config.first_stage.workdir!r} holds a {fs.family!r} run, "
+            f"which gives no {kind}; a {config.family!r} model needs them"
+            + (" (train a VQ tokenizer such as the VQ-GAN)" if needs == "codes" else "")
+        )
     if tuple(fs.data.image_shape) != tuple(config.data.image_shape):
         raise ConfigError(
             f"data.image_shape={tuple(config.data.image_shape)} differs from the first stage's "
@@ -65,6 +73,10 @@ def check(config) -> None:
             f"(e.g. --config=configs/{config.family}.py:{fs.data.get('dataset') or '<data set>'}"
             "), or pass --config.first_stage.allow_other_data=True for a deliberate transfer"
         )
+
+
+def family_of(config):
+    return get_family(config.family)
 
 
 def _data_name(data) -> str:

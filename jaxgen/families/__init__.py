@@ -43,7 +43,18 @@ from typing import Any, NamedTuple
 
 from jaxgen.errors import ConfigError
 
-FAMILIES = ("vae", "vqvae", "pixelcnn", "diffusion", "classifier", "gan", "vqgan", "gpt", "maskgit")
+FAMILIES = (
+    "vae",
+    "vqvae",
+    "pixelcnn",
+    "diffusion",
+    "classifier",
+    "gan",
+    "vqgan",
+    "autoencoder_kl",
+    "gpt",
+    "maskgit",
+)
 REDUCTIONS = ("mean", "sum", "histogram")
 
 
@@ -59,6 +70,9 @@ class Capabilities:
     engine checks the data against it before training); 0: the family ignores labels.
     ``first_stage``: the config names a trained tokenizer in ``first_stage.workdir``; the engine
     resolves it and attaches its frozen parameters to ``State.frozen`` (``first_stage.py``).
+    ``first_stage_gives``: what the family takes from it, ``"codes"`` (a prior over codes) or
+    ``"latents"`` (continuous latents: ``Tokenizer.encode_latents``).
+    ``text``: the family is conditioned on captions (batches' ``text`` tokens; prompts).
     ``likelihoods``: held-out metrics (of ``eval_step``) that are likelihoods, such as a VAE's
     IWAE NLL in nats or a prior's bits per code; ``jaxgen.eval`` reports them beside the
     sample metrics.
@@ -70,6 +84,8 @@ class Capabilities:
     held_out: bool = True
     is_tokenizer: bool = False
     first_stage: bool = False
+    first_stage_gives: str = "codes"
+    text: bool = False
     batches_per_step: int = 1
     progress_metric: str = "loss"
     label_classes: int = 0
@@ -152,18 +168,40 @@ class SampleOption:
 
 @dataclasses.dataclass(frozen=True)
 class Tokenizer:
-    """A trained first stage seen by a prior: images <-> a grid of integer codes.
+    """A trained first stage seen by a second stage: images <-> a grid of codes or latents.
 
+    Codes (a prior over them: PixelCNN, GPT, MaskGIT), where the first stage quantises
+    (``num_codes > 0``):
     ``encode(params, images)``: uint8 ``[B, H, W, C]`` -> int32 ``[B, h, w]``;
-    ``decode(params, codes)``: int32 ``[B, h, w]`` -> float ``[B, H, W, C]`` in ``[0, 1]``;
-    ``params`` is the pytree ``Family.tokenizer_params`` takes from the tokenizer's state.
+    ``decode(params, codes)``: int32 ``[B, h, w]`` -> float ``[B, H, W, C]`` in ``[0, 1]``.
+
+    Continuous latents (a diffusion model in latent space), ``[B, h, w, latent_dim]``:
+    ``encode_latents(params, images)``: uint8 images -> float32 latents (a KL autoencoder's
+    posterior mean; a VQ model's encoder output before quantisation);
+    ``decode_latents(params, latents)`` -> images in ``[0, 1]`` (a VQ model quantises first).
+
+    ``params`` is the pytree ``Family.tokenizer_params`` takes from the first stage's state.
     """
 
     num_codes: int
     grid_shape: tuple[int, int]
     image_shape: tuple[int, int, int]
-    encode: Callable[[Any, Any], Any]
-    decode: Callable[[Any, Any], Any]
+    encode: Callable[[Any, Any], Any] | None = None
+    decode: Callable[[Any, Any], Any] | None = None
+    latent_dim: int = 0
+    encode_latents: Callable[[Any, Any], Any] | None = None
+    decode_latents: Callable[[Any, Any], Any] | None = None
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """``(h, w, latent_dim)``: one continuous latent."""
+        return (*self.grid_shape, self.latent_dim)
+
+    def offers(self, kind: str) -> bool:
+        """Whether this first stage gives ``kind``: ``"codes"`` or ``"latents"``."""
+        if kind == "codes":
+            return self.num_codes > 0 and self.encode is not None and self.decode is not None
+        return self.latent_dim > 0 and self.encode_latents is not None
 
 
 @dataclasses.dataclass(frozen=True)

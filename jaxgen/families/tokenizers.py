@@ -123,7 +123,9 @@ def vq_tokenizer(
     """A VQ family's ``Tokenizer``: ``encode(params, x) -> z_e [B, h, w, D]`` and
     ``decode(params, z_q) -> images`` are its networks on the pixel scale ``pixels`` (``"unit"``:
     ``[0, 1]``, ``"model"``: ``[-1, 1]``); codes are the nearest codebook rows, and decoded
-    images are clipped to ``[0, 1]``. Its parameters are ``vq_tokenizer_params``."""
+    images are clipped to ``[0, 1]``. Its continuous latents are the encoder's outputs before
+    quantisation (latent diffusion's VQ-regularised first stage), which ``decode_latents``
+    quantises before decoding. Its parameters are ``vq_tokenizer_params``."""
     to_input, to_unit = PIXELS[pixels]
 
     def encode_codes(frozen, images):
@@ -134,12 +136,22 @@ def vq_tokenizer(
         z_q = jnp.take(frozen["codebook"], codes, axis=0)
         return jnp.clip(to_unit(decode(frozen["params"], z_q)), 0.0, 1.0)
 
+    def encode_latents(frozen, images):
+        return encode(frozen["params"], to_input(images)).astype(jnp.float32)
+
+    def decode_latents(frozen, z_e):
+        z_q = jnp.take(frozen["codebook"], vq.nearest_code(z_e, frozen["codebook"])[0], axis=0)
+        return jnp.clip(to_unit(decode(frozen["params"], z_q)), 0.0, 1.0)
+
     return Tokenizer(
         num_codes=config.vq.num_codes,
         grid_shape=grid_shape,
         image_shape=tuple(config.data.image_shape),
         encode=encode_codes,
         decode=decode_codes,
+        latent_dim=config.vq.dim,
+        encode_latents=encode_latents,
+        decode_latents=decode_latents,
     )
 
 

@@ -73,11 +73,17 @@ ADAPTIVE_MAX = 1e4  # taming-transformers' clamp on the adaptive weight
 ADAPTIVE_EPS = 1e-4
 
 
+def encoder_channels(config) -> int:
+    """The encoder's output channels: the code dimension of a VQ config, twice the latent
+    dimension (mean and log-variance) of a KL autoencoder's (``kl`` section)."""
+    return 2 * config.kl.dim if "kl" in config else config.vq.dim
+
+
 def build_model(config) -> VQGANAutoencoder:
     m = config.model
     return VQGANAutoencoder(
         image_channels=config.data.image_shape[-1],
-        latent_dim=config.vq.dim,
+        latent_dim=encoder_channels(config),
         channels=m.channels,
         channel_mult=tuple(m.channel_mult),
         num_res_blocks=m.num_res_blocks,
@@ -109,8 +115,14 @@ def adversarial(config) -> bool:
 
 
 def validate_config(config) -> None:
-    v, m, d = config.vqgan, config.model, config.disc
     tokenizers.check_vq(config)
+    check_autoencoder(config)
+
+
+def check_autoencoder(config) -> None:
+    """The checks of everything but the bottleneck: networks, losses, discriminator, schedule
+    (shared with the KL autoencoder)."""
+    v, m, d = config.vqgan, config.model, config.disc
     check_choice(config, "vqgan.rec_loss", REC_LOSSES)
     check_choice(config, "vqgan.gan_loss", GAN_LOSSES)
     check_choice(config, "disc.norm", PATCH_NORMS)
@@ -294,25 +306,45 @@ def _when(pred: jax.Array, on, off):
     return jax.lax.platform_dependent(pred, cpu=select, default=lambda p: jax.lax.cond(p, on, off))
 
 
-def autoencoder_grads(config, state: State, x: jax.Array):
+def vq_bottleneck(config, state: State):
+    """The VQ-GAN's quantiser as ``bottleneck(params, z_e) -> (z, loss, metrics, indices)``: the
+    commitment loss, plus the codebook loss when the codebook is learned by the loss."""
+    ema = config.vq.codebook == "ema"
+
+    def bottleneck(p, z_e):
+        cb = jax.lax.stop_gradient(state.extra.ema.codebook) if ema else p["codebook"]
+        q = vq.quantize(z_e, cb)
+        commit = vq.commitment_loss(z_e, q.codes, beta=config.vq.beta)
+        cb_term = vq.codebook_loss(z_e, q.codes)
+        metrics = {
+            "commit_loss": commit,
+            "vq_loss": cb_term,
+            "perplexity": vq.perplexity(q.indices, config.vq.num_codes),
+        }
+        return q.z_q, commit if ema else commit + cb_term, metrics, q.indices
+
+    return bottleneck
+
+
+def autoencoder_grads(config, state: State, x: jax.Array, bottleneck=None):
     """Gradients of the autoencoder's loss (module docstring, step 1) with respect to its
-    parameters, and ``(metrics, z_e, indices, x_hat)``."""
+    parameters, and ``(metrics, z_e, aux, x_hat)``.
+
+    ``bottleneck(params, z_e) -> (z, loss, metrics, aux)`` sits between the encoder and the
+    decoder and adds its regulariser to the loss: the quantiser (``vq_bottleneck``, the
+    default; ``aux`` the codes' indices) or the KL autoencoder's Gaussian
+    (``jaxgen.families.autoencoder_kl``)."""
     params = state.players["model"].params
     d_params = state.players["discriminator"].params
-    ema = config.vq.codebook == "ema"
-    beta = config.vq.beta
+    bottleneck = bottleneck or vq_bottleneck(config, state)
 
     def up_to_last_layer(p):
-        cb = jax.lax.stop_gradient(state.extra.ema.codebook) if ema else p["codebook"]
         z_e = encode(config, p, x)
-        q = vq.quantize(z_e, cb)
-        commit = vq.commitment_loss(z_e, q.codes, beta=beta)
-        cb_term = vq.codebook_loss(z_e, q.codes)
-        vq_total = commit if ema else commit + cb_term
-        h = decode_body(config, p, q.z_q)
-        return (h, vq_total), (z_e, q.indices, commit, cb_term)
+        z, reg_loss, reg_metrics, aux = bottleneck(p, z_e)
+        h = decode_body(config, p, z)
+        return (h, reg_loss), (z_e, reg_metrics, aux)
 
-    (h, vq_total), pullback, (z_e, indices, commit, cb_term) = jax.vjp(
+    (h, reg_loss), pullback, (z_e, reg_metrics, aux) = jax.vjp(
         up_to_last_layer, params, has_aux=True
     )
     x_hat, last_pullback = jax.vjp(apply_conv_out, params["conv_out"], h)
@@ -339,18 +371,16 @@ def autoencoder_grads(config, state: State, x: jax.Array):
     w_adv, h_adv = last_pullback(g_adv)
     lam = jnp.where(adv_on, adaptive_weight(config, w_rec["kernel"], w_adv["kernel"]), 0.0)
     g_w = jax.tree.map(lambda a, b: a + lam * b, w_rec, w_adv)
-    (grads,) = pullback((h_rec + lam * h_adv, jnp.ones_like(vq_total)))
+    (grads,) = pullback((h_rec + lam * h_adv, jnp.ones_like(reg_loss)))
     grads = {**grads, "conv_out": jax.tree.map(jnp.add, grads["conv_out"], g_w)}
     metrics = {
-        "loss": rec_total + vq_total + lam * g_loss,
+        "loss": rec_total + reg_loss + lam * g_loss,
         **rec_parts,
-        "commit_loss": commit,
-        "vq_loss": cb_term,
+        **reg_metrics,
         "g_loss": g_loss,
         "d_weight": lam,
-        "perplexity": vq.perplexity(indices, config.vq.num_codes),
     }
-    return grads, (metrics, z_e, indices, x_hat)
+    return grads, (metrics, z_e, aux, x_hat)
 
 
 def discriminator_update(config, state: State, x: jax.Array, x_hat: jax.Array):
@@ -378,9 +408,12 @@ def _d_metric_names(config) -> tuple[str, ...]:
     return names + (("r1",) if config.vqgan.r1_gamma > 0 else ())
 
 
-def train_step(config, state: State, batch) -> tuple[State, dict]:
-    x = to_model_range(batch["image"])
-    grads, (metrics, z_e, indices, x_hat) = autoencoder_grads(config, state, x)
+def adversarial_step(config, state: State, x: jax.Array, bottleneck=None):
+    """The two players' updates of one step on images ``x`` (``[-1, 1]``): the autoencoder's
+    (``autoencoder_grads``) and, from ``vqgan.disc_start``, the PatchGAN's. Returns ``(model,
+    discriminator, metrics, z_e, aux)``: the new players, before any state transform of the
+    bottleneck (the VQ codebook's)."""
+    grads, (metrics, z_e, aux, x_hat) = autoencoder_grads(config, state, x, bottleneck)
     model = state.players["model"].apply_gradients(grads, make_optimizer(config.optimizer))
     metrics["grad_norm"] = global_norm(grads)
 
@@ -393,7 +426,12 @@ def train_step(config, state: State, batch) -> tuple[State, dict]:
             lambda: (disc, zeros),
         )
         metrics.update(d_metrics)
+    return model, disc, metrics, z_e, aux
 
+
+def train_step(config, state: State, batch) -> tuple[State, dict]:
+    x = to_model_range(batch["image"])
+    model, disc, metrics, z_e, indices = adversarial_step(config, state, x)
     params, extra, restarted = tokenizers.codebook_step(config, model.params, state, z_e, indices)
     metrics["restarted"] = restarted
     new_state = state.advance(model=model.replace(params=params), discriminator=disc)
