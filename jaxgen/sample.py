@@ -17,6 +17,13 @@ model, for instance:
     python sample.py --workdir=runs/diff --guidance=classifier --classifier-workdir=runs/clf \
         --scale=2 --class=all --num=100
 
+A text-conditional model takes prompts (words of the vocabulary its run saved, ``vocab.json``)
+and, with classifier-free guidance, a negative prompt; ``--prompts-file`` gives one prompt per
+row of the grid:
+
+    python sample.py --workdir=runs/ldm_pairs --prompt "a 3 to the left of a 7" \
+        --negative-prompt "" --scale 7.5 --sampler dpm_solver++ --steps 20 --num 16
+
 Restores the latest checkpoint (EMA parameters where the family keeps them) and writes a PNG grid
 and an ``.npz`` of the images (float32 ``[N, H, W, C]`` in [0, 1], and their ``labels`` when
 conditional) beside it. Images are generated ``--batch`` at a time (one compile, a progress bar
@@ -63,6 +70,17 @@ _RECON = flags.DEFINE_bool(
 _CLASS = flags.DEFINE_string(
     "class", None, "Class to generate: an index, or 'all' for one row per class (default: in turn)."
 )
+_PROMPT = flags.DEFINE_string(
+    "prompt", None, "Text models: the prompt of every image (words of the run's vocab.json)."
+)
+_NEGATIVE_PROMPT = flags.DEFINE_string(
+    "negative-prompt",
+    None,
+    "Text models with --guidance=cfg: steer away from this prompt (replaces the empty prompt).",
+)
+_PROMPTS_FILE = flags.DEFINE_string(
+    "prompts-file", None, "Text models: a file of prompts, one per row of the grid."
+)
 flags.mark_flag_as_required("workdir")
 
 _OPTIONS: dict = {}  # the workdir's family's sampling options as flags, defined by ``run``
@@ -105,6 +123,11 @@ def main(argv):
         setup, state = loop.restore_for_inference(_WORKDIR.value)
         caps, name = setup.caps, setup.family.name
         reconstruct = _RECON.value
+        prompt_flags = (_PROMPT.value, _NEGATIVE_PROMPT.value, _PROMPTS_FILE.value)
+        if not caps.generates and any(v is not None for v in prompt_flags):
+            raise ConfigError(
+                f"--prompt: {_WORKDIR.value} holds a {name!r} model, which does not generate"
+            )
         if not caps.generates and _CLASS.value is not None:
             raise ConfigError(
                 f"--class={_CLASS.value}: {_WORKDIR.value} holds a {name!r} model, which does "
@@ -125,8 +148,8 @@ def main(argv):
         npz = os.path.splitext(out)[0] + ".npz"
         _check_writable(out, npz)  # before any sampling
         if reconstruct:
-            if _CLASS.value is not None:
-                raise ConfigError("--class is for sampling, not --reconstruct")
+            if _CLASS.value is not None or any(v is not None for v in prompt_flags):
+                raise ConfigError("--class and --prompt are for sampling, not --reconstruct")
             grid, ncol, arrays = _reconstructions(setup, state, _NUM.value)
             made = arrays["reconstructions"]
         else:
@@ -140,12 +163,21 @@ def main(argv):
             num, ncol, label = sampling.class_choice(setup, kwargs, _CLASS.value, _NUM.value)
             if label is not None:
                 kwargs["label"] = label
+            num, prompt_ncol, prompt_kwargs, prompts = sampling.prompt_choice(
+                setup, _WORKDIR.value, *prompt_flags, num
+            )
+            kwargs.update(prompt_kwargs)
+            ncol = prompt_ncol or ncol
             key = jax.random.PRNGKey(_SEED.value)
             grid, labels = sampling.generate(setup, state, key, num, kwargs, batch=_BATCH.value)
             arrays = {"images": grid}
             made = grid
             if labels is not None:
                 arrays["labels"] = labels
+            if prompts is not None:
+                arrays["prompts"] = np.array(prompts)
+            if _NEGATIVE_PROMPT.value is not None:
+                arrays["negative_prompt"] = np.array(_NEGATIVE_PROMPT.value)
         bad = sampling.count_nonfinite(made)
         if bad:
             raise ConfigError(

@@ -1,4 +1,5 @@
-"""A tokenizer that lives in the tests: each 4x4 patch's mean brightness, quantised to K levels.
+"""A tokenizer that lives in the tests: each 4x4 patch's mean brightness, quantised to K levels
+(its codes) or not (its continuous latents).
 
 It implements only the ``Tokenizer`` interface of the contract (no VQ-VAE code), so a prior
 trained on it shows that priors depend on that interface alone. Its one parameter, ``levels``
@@ -51,6 +52,18 @@ def decode(frozen, codes):
     return jnp.clip(values[..., None], 0.0, 1.0)
 
 
+def encode_latents(frozen, images):
+    """Continuous latents ``[B, h, w, 1]``: the patch means, centred on the levels' mean (so
+    they depend on the first stage's parameters, which must never get a gradient)."""
+    return (_patch_means(images) - frozen["levels"].mean())[..., None]
+
+
+def decode_latents(frozen, latents):
+    values = latents[..., 0] + frozen["levels"].mean()
+    values = jnp.repeat(jnp.repeat(values, PATCH, axis=1), PATCH, axis=2)
+    return jnp.clip(values[..., None], 0.0, 1.0)
+
+
 def init(config, rng, example_batch):
     del config, example_batch
     return State.create(rng, {}, extra={"levels": jnp.linspace(0.0, 1.0, K)})
@@ -76,6 +89,9 @@ def tokenizer(config):
         image_shape=tuple(config.data.image_shape),
         encode=encode,
         decode=decode,
+        latent_dim=1,
+        encode_latents=encode_latents,
+        decode_latents=decode_latents,
     )
 
 

@@ -249,6 +249,7 @@ def test_caption_config_is_checked():
         check_derived_data(config.data)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not REQUIRE_DATA and not MNIST_NPZ.exists(), reason="../shared/data/mnist.npz not present"
 )
@@ -265,3 +266,41 @@ def test_real_mnist_pairs_with_captions():
     assert batch["image"].shape == (64, 28, 56, 1) and batch["text"].shape == (64, 12)
     labels = train.get(np.arange(60_000))["label"]
     assert set(np.unique(labels)) == set(range(100)) - {10 * a + b for a, b in caps.HELD_OUT_PAIRS}
+
+
+# ----------------------------------------------------------------- prompt adherence prompts
+def test_adherence_prompts_name_their_pair_in_order_and_keep_held_out_kinds_apart():
+    from jaxgen.eval import prompts as prompt_eval
+
+    seen = prompt_eval.training_pairs(20)
+    assert len(set(seen)) == 20 and not set(seen) & set(caps.HELD_OUT_PAIRS)
+    held = [_template_pattern(t.text) for t in caps.MNIST_PAIRS.templates if t.held_out]
+    for held_out in (False, True):
+        prompts = prompt_eval.pair_prompts(seen, held_out)
+        assert len(prompts) == 20 * (2 if held_out else 5)
+        for text, a, b in prompts:
+            holds = pair_facts(text)
+            assert holds(a, b), text
+            assert a == b or not holds(b, a), text  # the order is part of the prompt
+            assert any(re.match(p, text) for p in held) == held_out, text
+
+
+def test_read_pairs_reads_each_half():
+    from jaxgen.eval import prompts as prompt_eval
+
+    class Brightness:  # an "evaluator" that reads a half's brightness as its digit
+        def outputs(self, images, what=""):
+            digits = np.round(np.asarray(images).mean(axis=(1, 2, 3)) / 20).astype(int)
+            return np.eye(10)[digits], None
+
+    pairs = np.array([[3, 7], [0, 9], [5, 5]])
+    halves = [np.full((3, 4, 4, 1), 20 * pairs[:, i, None, None, None]) for i in (0, 1)]
+    images = np.concatenate(halves, axis=2)
+    left, right = prompt_eval.read_pairs(Brightness(), images)
+    np.testing.assert_array_equal(left, pairs[:, 0])
+    np.testing.assert_array_equal(right, pairs[:, 1])
+    fn = lambda texts, negative, scale: images[: len(texts)]  # noqa: E731
+    result = prompt_eval.adherence(
+        fn, Brightness(), [("a", 3, 7), ("b", 0, 9), ("c", 5, 1)], 1, 1.0
+    )
+    assert result["correct"] == 2 / 3 and result["right"] == 2 / 3 and result["left"] == 1.0

@@ -97,13 +97,15 @@ def test_training_labels_follow_p_uncond():
     batch = {"label": jnp.arange(64, dtype=jnp.int32) % 10}
     config.diffusion.p_uncond = 1.0
     # p_uncond = 1: every training label is the null class, so the model never sees a class.
-    np.testing.assert_array_equal(diffusion._train_labels(config, batch, jax.random.PRNGKey(0)), 10)
+    np.testing.assert_array_equal(
+        diffusion._train_condition(config, batch, jax.random.PRNGKey(0)), 10
+    )
     config.diffusion.p_uncond = 0.0
     np.testing.assert_array_equal(
-        diffusion._train_labels(config, batch, jax.random.PRNGKey(0)), batch["label"]
+        diffusion._train_condition(config, batch, jax.random.PRNGKey(0)), batch["label"]
     )
     # Unconditional models get no labels at all, whatever p_uncond says.
-    assert diffusion._train_labels(_config(), batch, jax.random.PRNGKey(0)) is None
+    assert diffusion._train_condition(_config(), batch, jax.random.PRNGKey(0)) is None
 
 
 @pytest.mark.parametrize(
@@ -168,7 +170,7 @@ def test_label_dropout_of_one_trains_only_the_null_class(conditional):
     x0 = diffusion.to_model_range(batch["image"])
     t = jnp.full((8,), 0.5)
     noise = jax.random.normal(jax.random.PRNGKey(1), x0.shape)
-    labels = diffusion._train_labels(config, batch, jax.random.PRNGKey(2))
+    labels = diffusion._train_condition(config, batch, jax.random.PRNGKey(2))
     loss = lambda p: diffusion.loss_fn(config, p, x0, t, noise, labels, None)[0]
     table_grad = np.asarray(jax.jit(jax.grad(loss))(state.model.params)["class_emb"]["embedding"])
     assert np.all(table_grad[:3] == 0)  # no real class is trained

@@ -221,7 +221,7 @@ def test_training_grids_draw_what_sample_py_draws_by_default(cond_diffusion, tmp
         ("steps", 2.5, r"sample_defaults.steps=2.5 is not of --steps's type \(int\)"),
         ("steps", -1, r"sample_defaults.steps=-1 must be >= 0"),
         ("guidance", "classifier", r"sample_defaults.guidance='classifier' must be 'none' or"),
-        ("num_classes", 0, r"sample_defaults.guidance='cfg' needs a class-conditional model"),
+        ("num_classes", 0, r"sample_defaults.guidance='cfg' needs a conditional model"),
     ],
 )
 def test_bad_sample_defaults_are_refused_by_name(key, value, match):

@@ -4,6 +4,9 @@ Data sets:
 - ``mnist`` (default, ``../shared/data/mnist.npz``) and ``fashion_mnist`` (Debian's IDX files):
   a small DDPM UNet for 28x28x1, widths 64/128/128 at 28/14/7 pixels, two residual blocks per
   level, self-attention at 7x7; noise prediction on the linear 1000-step schedule;
+- ``mnist_pairs``: 28x56 canvases of two MNIST digits (``jaxgen.data.derived``), the same UNet
+  (a third halving gives 7x14 at the lowest level); pixel-space diffusion to compare latent
+  diffusion (``configs/ldm.py``) with;
 - ``cifar10``: DDPM on CIFAR-10 (Ho et al. 2020), the paper's 35.7M-parameter UNet (widths
   128/256/256/256 at 32/16/8/4 pixels, two residual blocks per level, attention at 16x16,
   dropout 0.1), Adam 2e-4 with 5,000 warm-up steps, clipping at 1, batch 128, EMA 0.9999,
@@ -14,7 +17,7 @@ Data sets:
 
 from jaxgen.configs import common
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10")
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "mnist_pairs")
 VARIANTS = {
     "tiny": "4 steps of a very small UNet, for tests and smoke runs",
     "demo": "what make demo trains: a narrow UNet (16 base channels), 1,200 steps",

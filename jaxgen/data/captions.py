@@ -35,6 +35,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from jaxgen.errors import ConfigError
+
 PAD, BOS = 0, 1
 SPECIALS = ("<pad>", "<bos>")
 VOCAB_FILE = "vocab.json"
@@ -43,8 +45,13 @@ DRAWS = 4  # uniform draws per caption: the template, then one per slot
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
-class CaptionError(ValueError):
+class CaptionError(ConfigError):
     """A prompt the vocabulary cannot tokenize, or a bad caption setting."""
+
+
+def empty_prompt(length: int) -> np.ndarray:
+    """The tokens of the empty caption, the unconditional model's: ``<bos>`` then padding."""
+    return np.array([BOS] + [PAD] * (length - 1), np.int32)
 
 
 def words(text: str) -> list[str]:
@@ -155,7 +162,7 @@ class Vocabulary:
                 shown = ", ".join(self.words[:40]) + (", ..." if len(self.words) > 40 else "")
                 raise CaptionError(
                     f"{where or 'prompt'} {text!r}: the word {word!r} is not in the vocabulary "
-                    f"({where and where + ': '}{len(self.words)} words: {shown})"
+                    f"({len(self.words)} words: {shown})"
                 )
             tokens.append(table[word])
         if len(tokens) > length:

@@ -82,8 +82,11 @@ def classifier_free(
 ) -> ModelFn:
     """Classifier-free guidance of a conditional ``model_fn(x, t, y)``.
 
-    ``labels``: ``[B]`` int, the classes to generate. ``uncond_labels``: ``[B]`` int, the null
-    class (for our UNet, ``num_classes``) or a negative class per example. ``scale``: ``w``.
+    ``labels``: the conditions to generate, one row per example: ``[B]`` int classes, or
+    ``[B, L]`` int tokens of a prompt. ``uncond_labels``: the same shape, the null condition
+    (for our UNet the null class ``num_classes``; for a text model the empty prompt) or a
+    negative one per example (a negative class or prompt), so the guided prediction is
+    ``eps(neg) + w (eps(cond) - eps(neg))``. ``scale``: ``w``.
     ``rescale``: ``phi`` in ``[0, 1]`` (0: off). ``interval``: ``(t_lo, t_hi)`` or ``None``.
     The wrapped function makes one model call on a batch of ``2 B``.
     """
@@ -93,10 +96,10 @@ def classifier_free(
         raise ValueError(f"interval={interval!r} must be (t_lo, t_hi) with 0 <= t_lo <= t_hi")
     labels = jnp.asarray(labels, jnp.int32)
     uncond_labels = jnp.asarray(uncond_labels, jnp.int32)
-    if labels.shape != uncond_labels.shape or labels.ndim != 1:
+    if labels.shape != uncond_labels.shape or labels.ndim < 1:
         raise ValueError(
             f"classifier_free: labels {labels.shape} and uncond_labels {uncond_labels.shape} "
-            "must both be [B]"
+            "must both be [B] (classes) or both [B, L] (prompt tokens)"
         )
 
     # A Python scale of exactly 1 (or 0 without an interval or rescale) needs one half of the
@@ -150,6 +153,16 @@ def drop_labels(labels: jax.Array, rng: jax.Array, p_uncond: float, num_classes:
         raise ValueError(f"drop_labels: p_uncond={p_uncond!r} must be in [0, 1]")
     drop = jax.random.bernoulli(rng, p_uncond, labels.shape)
     return jnp.where(drop, num_classes, labels).astype(jnp.int32)
+
+
+def drop_prompts(tokens: jax.Array, rng: jax.Array, p_uncond: float, empty: jax.Array):
+    """Condition dropout for a text model: each row of ``tokens [B, L]`` becomes the empty
+    prompt ``empty [L]`` (``<bos>`` then padding) with probability ``p_uncond``, so the model
+    also learns the unconditional prediction that guidance extrapolates from."""
+    if isinstance(p_uncond, int | float) and not 0.0 <= p_uncond <= 1.0:
+        raise ValueError(f"drop_prompts: p_uncond={p_uncond!r} must be in [0, 1]")
+    drop = jax.random.bernoulli(rng, p_uncond, tokens.shape[:1])
+    return jnp.where(drop[:, None], jnp.asarray(empty, tokens.dtype)[None], tokens)
 
 
 def classifier_log_prob_grad(

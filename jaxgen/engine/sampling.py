@@ -11,15 +11,20 @@ memory bounds the chunk, not ``num``.
 from __future__ import annotations
 
 import operator
+import os
 import sys
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
+from jaxgen.data import captions
 from jaxgen.engine.mesh import gather_params
 from jaxgen.errors import ConfigError
 from jaxgen.families import Family, Samples
+
+# ``sample`` keyword arguments that hold one row per image.
+PER_IMAGE = ("label", "text", "negative_text")
 
 
 def prepare(setup, values: dict, restore) -> dict:
@@ -65,6 +70,11 @@ def class_choice(setup, kwargs: dict, class_value: str | None, num: int):
     family, caps = setup.family, setup.caps
     if class_value is None:
         return num, None, None
+    if caps.text:
+        raise ConfigError(
+            f"--class={class_value}: this {family.name!r} model is conditioned on text, not "
+            "classes; give --prompt (or --prompts-file)"
+        )
     if caps.num_classes is None:
         raise ConfigError(
             f"--class is for conditional models; this workdir holds a {family.name!r} model, "
@@ -92,6 +102,67 @@ def class_choice(setup, kwargs: dict, class_value: str | None, num: int):
     return num, None, label
 
 
+def prompt_choice(
+    setup,
+    workdir: str,
+    prompt: str | None,
+    negative: str | None,
+    prompts_file: str | None,
+    num: int,
+):
+    """``(num, ncol, kwargs, prompts)`` for ``--prompt``, ``--negative-prompt`` and
+    ``--prompts-file`` (one prompt per row of the grid, ``num // rows`` images each): the
+    prompts as tokens of the run's vocabulary (``workdir/vocab.json``) in ``kwargs["text"]``
+    and ``kwargs["negative_text"]``, and the prompt of each image (``None``: none given)."""
+    caps, family = setup.caps, setup.family
+    given = [f for f, v in (("--prompt", prompt), ("--negative-prompt", negative),
+                            ("--prompts-file", prompts_file)) if v is not None]  # fmt: skip
+    if not caps.text:
+        if given:
+            kind = "unconditional"
+            if caps.num_classes:
+                kind = "class-conditional (give --class)"
+            raise ConfigError(
+                f"{given[0]} is for text-conditional models; this {family.name!r} model is {kind}"
+            )
+        return num, None, {}, None
+    if prompt is not None and prompts_file is not None:
+        raise ConfigError("give --prompt or --prompts-file, not both")
+    ncol = None
+    texts = None
+    if prompts_file is not None:
+        try:
+            with open(prompts_file) as f:
+                rows = [line.strip() for line in f if line.strip()]
+        except OSError as e:
+            raise ConfigError(f"--prompts-file={prompts_file!r} cannot be read: {e}") from e
+        if not rows:
+            raise ConfigError(f"--prompts-file={prompts_file!r} holds no prompt (one per line)")
+        ncol = max(1, num // len(rows))
+        num = ncol * len(rows)
+        texts = [row for row in rows for _ in range(ncol)]
+    elif prompt is not None:
+        texts = [prompt] * num
+    vocab = captions.Vocabulary.load(workdir)
+    length = setup.config.data.caption_len
+    where = os.path.join(workdir, captions.VOCAB_FILE)
+    kwargs = {}
+    if texts is not None:
+        kwargs["text"] = _tokens(vocab, texts, length, "--prompt", where)
+    if negative is not None:
+        kwargs["negative_text"] = _tokens(
+            vocab, [negative] * num, length, "--negative-prompt", where
+        )
+    return num, ncol, kwargs, texts
+
+
+def _tokens(vocab, texts, length, flag, where):
+    try:
+        return vocab.encode_all(texts, length, flag)
+    except captions.CaptionError as e:
+        raise captions.CaptionError(f"{e}; the run's vocabulary is {where}") from None
+
+
 def generate(
     setup, state, rng, num: int, kwargs: dict, *, batch: int | None = None, progress: bool = True
 ) -> Samples:
@@ -103,9 +174,10 @@ def generate(
 
     Keys: with one chunk (``num <= batch``) the family gets ``rng`` itself, so the images are
     bit-identical to an unchunked call; with several, chunk ``i`` gets
-    ``jax.random.fold_in(rng, i)``. A label array ``kwargs["label"]`` (one label per image) is
-    split per chunk; labels the family chooses itself (classes in turn) restart in each chunk
-    and are returned as used. ``progress``: a tqdm bar on stderr when there are several chunks.
+    ``jax.random.fold_in(rng, i)``. Per-image arrays (``PER_IMAGE``: a label per image, a
+    prompt's tokens per image) are split per chunk; labels the family chooses itself (classes
+    in turn) restart in each chunk and are returned as used. ``progress``: a tqdm bar on stderr
+    when there are several chunks.
     """
     parts = list(generate_chunks(setup, state, rng, num, kwargs, batch=batch, progress=progress))
     if len(parts) == 1:
@@ -127,14 +199,15 @@ def generate_chunks(
         raise ConfigError(f"num={num} and batch={batch} must be >= 1")
     chunk = min(num, batch)
     chunks = -(-num // chunk)
-    label = kwargs.get("label")
-    per_image = isinstance(label, (jax.Array, np.ndarray)) and np.ndim(label) > 0
-    if per_image:
-        if len(label) != num:
-            raise ConfigError(f"{len(label)} labels were given for {num} images")
-        label = np.asarray(label)
-        pad = chunks * chunk - num  # the last chunk's padding repeats the last label
-        label = np.concatenate([label, np.repeat(label[-1:], pad, axis=0)])
+    per_image = {}  # per-image arrays (labels, prompt tokens), split into the chunks
+    for key in PER_IMAGE:
+        value = kwargs.get(key)
+        if isinstance(value, (jax.Array, np.ndarray)) and np.ndim(value) > 0:
+            if len(value) != num:
+                raise ConfigError(f"{len(value)} {key} rows were given for {num} images")
+            value = np.asarray(value)
+            pad = chunks * chunk - num  # the last chunk's padding repeats the last row
+            per_image[key] = np.concatenate([value, np.repeat(value[-1:], pad, axis=0)])
     leaves, treedef = jax.tree.flatten(kwargs)
     is_array = [isinstance(leaf, (jax.Array, np.ndarray)) for leaf in leaves]
 
@@ -148,10 +221,8 @@ def generate_chunks(
     compiled = jax.jit(run)
 
     def call(i):
-        if per_image:
-            kwargs_i = {**kwargs, "label": label[i * chunk : (i + 1) * chunk]}
-        else:
-            kwargs_i = kwargs
+        rows = {k: v[i * chunk : (i + 1) * chunk] for k, v in per_image.items()}
+        kwargs_i = {**kwargs, **rows}
         leaves_i = jax.tree.leaves(kwargs_i)
         arrays = [leaf for leaf, a in zip(leaves_i, is_array, strict=True) if a]
         return compiled(state, rng if chunks == 1 else jax.random.fold_in(rng, i), arrays)

@@ -223,6 +223,16 @@ def decode(config, frozen, codes: jax.Array) -> jax.Array:
     return tokenizer_of(config).decode(frozen, codes)
 
 
+def encode_latents(config, frozen, images: jax.Array) -> jax.Array:
+    """uint8 images -> float32 latents ``[B, h, w, D]`` with the frozen first stage."""
+    return tokenizer_of(config).encode_latents(jax.lax.stop_gradient(frozen), images)
+
+
+def decode_latents(config, frozen, latents: jax.Array) -> jax.Array:
+    """Latents ``[B, h, w, D]`` -> images in ``[0, 1]`` with the frozen first stage."""
+    return tokenizer_of(config).decode_latents(frozen, latents)
+
+
 def bits_per_dim(config, bits_per_code: jax.Array) -> jax.Array:
     """A prior's bits per code spread over the image's dimensions (``h w / (H W C)`` of it): for
     comparison with pixel models, a bound on the codes and not a pixel likelihood."""

@@ -15,6 +15,11 @@ Layout, for ``channel_mult = (m_0, .., m_{L-1})`` and base width ``channels``:
   plus 3x3 convolution between levels;
 - GroupNorm, SiLU and a 3x3 output convolution back to the input's channel count.
 
+With ``context_resolutions`` (feature-map sides) the features at those sides also attend to a
+``context [B, L, D]`` (a text encoder's output, ``jaxgen.nn.text``) after every residual block
+and in the middle: cross-attention, padding keys masked by ``context_mask [B, L]``, its output
+projection starting at zero like the others.
+
 GroupNorm uses 32 groups, or fewer for narrow layers so that every group keeps at least 4
 channels (see ``jaxgen.nn.layers.num_groups``). The residual block, down- and up-sampling
 and the time embedding live in ``jaxgen.nn.layers`` (shared with the classifier).
@@ -51,6 +56,7 @@ from jaxgen.nn.layers import (
     num_groups,
     timestep_embedding,
 )
+from jaxgen.nn.text import CrossAttention
 
 __all__ = [
     "TIME_SCALE",
@@ -112,6 +118,8 @@ class UNet(nn.Module):
     num_heads: int = 1
     out_channels: int | None = None
     dtype: Any = jnp.float32
+    # Feature-map sides at which the features attend to ``context`` (cross-attention).
+    context_resolutions: Sequence[int] = ()
 
     @nn.compact
     def __call__(
@@ -120,6 +128,8 @@ class UNet(nn.Module):
         t: jax.Array,
         y: jax.Array | None = None,
         deterministic: bool = True,
+        context: jax.Array | None = None,
+        context_mask: jax.Array | None = None,
     ) -> jax.Array:
         dt = self.dtype
         out_channels = self.out_channels or x.shape[-1]
@@ -139,8 +149,31 @@ class UNet(nn.Module):
         elif y is not None:
             raise ValueError("labels were given to an unconditional UNet (num_classes=0)")
 
+        if bool(self.context_resolutions) != (context is not None):
+            raise ValueError(
+                "a context (and only a context) needs context_resolutions: "
+                f"{tuple(self.context_resolutions)} with context "
+                f"{None if context is None else context.shape}"
+            )
+        if context is not None and context_mask is None:
+            context_mask = jnp.ones(context.shape[:2], bool)
         res = lambda f: ResBlock(f, self.dropout, dt)
-        attn = lambda: AttentionBlock(self.num_heads, dt)
+
+        def attn():
+            self_attention = AttentionBlock(self.num_heads, dt)
+
+            def apply(h):
+                h = self_attention(h)
+                if h.shape[1] in self.context_resolutions:
+                    h = CrossAttention(self.num_heads, dt)(h, context, context_mask)
+                return h
+
+            return apply
+
+        def cross(h):
+            if h.shape[1] in self.context_resolutions:
+                h = CrossAttention(self.num_heads, dt)(h, context, context_mask)
+            return h
 
         h = conv(self.channels, dt)(x.astype(dt))
         skips = [h]
@@ -149,6 +182,8 @@ class UNet(nn.Module):
                 h = res(self.channels * mult)(h, emb, deterministic)
                 if h.shape[1] in self.attention_resolutions:
                     h = attn()(h)
+                else:
+                    h = cross(h)
                 skips.append(h)
             if level != len(self.channel_mult) - 1:
                 h = Downsample(dt)(h)
@@ -164,6 +199,8 @@ class UNet(nn.Module):
                 h = res(self.channels * mult)(h, emb, deterministic)
                 if h.shape[1] in self.attention_resolutions:
                     h = attn()(h)
+                else:
+                    h = cross(h)
             if level != 0:
                 h = Upsample(dt)(h)
         assert not skips

@@ -1,0 +1,197 @@
+"""Prompt adherence and negative prompts of text-conditional latent diffusion (issue 29).
+
+    python bench/text_prompts.py --pairs=runs/ldm_pairs [--fashion=runs/ldm_fashion] \\
+        [--scales=1,2,4,7.5,10] [--per-prompt=10] [--steps=20] [--grids]
+
+- **Adherence** (``--pairs``, a text model of ``mnist_pairs``): for each guidance scale, the
+  share of samples the MNIST evaluator reads as the prompt's left and right digits, over four
+  groups of prompts: the ordered templates used in training and the held-out ones, each over 20
+  ordered pairs seen in training and over the five held-out pairs (``jaxgen.eval.prompts``).
+- **Negative prompts**: pairs "two odd digits" with and without the negative prompt "9" (the
+  share of samples with a 9 in either half); with ``--fashion``, "footwear" with and without
+  "sneaker" (the evaluator's share of sandals, sneakers and ankle boots).
+- ``--grids``: ``docs/images/ldm_<name>.png``, one row per prompt, without then with the
+  negative prompt.
+
+Writes ``bench/results/text_prompts.md`` and ``.json``; every sample is made with
+DPM-Solver++ (``--steps`` model calls) and classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from jaxgen.data import captions  # noqa: E402
+from jaxgen.eval import prompts as prompt_eval  # noqa: E402
+
+FASHION_NAMES = (
+    "T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+    "ankle boot",
+)  # fmt: skip
+
+
+def sampler(workdir: str, steps: int, batch: int, seed: int):
+    """``sample_fn(texts, negative, scale) -> images`` of the text model in ``workdir``."""
+    import jax
+
+    from jaxgen.engine import loop, sampling
+
+    setup, state = loop.restore_for_inference(workdir)
+    vocab = captions.Vocabulary.load(workdir)
+    length = setup.config.data.caption_len
+
+    def sample_fn(texts, negative, scale):
+        values = {"guidance": "cfg", "scale": float(scale), "steps": steps}
+        kwargs = sampling.prepare(setup, values, loop.restore_for_inference)
+        kwargs["text"] = vocab.encode_all(list(texts), length, "prompt")
+        if negative is not None:
+            kwargs["negative_text"] = vocab.encode_all([negative] * len(texts), length, "negative")
+        key = jax.random.PRNGKey(seed)
+        images, _ = sampling.generate(setup, state, key, len(texts), kwargs, batch=batch)
+        return np.asarray(images)
+
+    return sample_fn
+
+
+def adherence_rows(sample_fn, evaluator, scales, per_prompt: int) -> list[dict]:
+    seen = prompt_eval.training_pairs(20)
+    groups = {
+        "train templates, seen pairs": prompt_eval.pair_prompts(seen, False),
+        "held-out templates, seen pairs": prompt_eval.pair_prompts(seen, True),
+        "train templates, held-out pairs": prompt_eval.pair_prompts(captions.HELD_OUT_PAIRS, False),
+        "held-out templates, held-out pairs": prompt_eval.pair_prompts(
+            captions.HELD_OUT_PAIRS, True
+        ),
+    }
+    rows = []
+    for scale in scales:
+        for group, prompts in groups.items():
+            t0 = time.time()
+            result = prompt_eval.adherence(sample_fn, evaluator, prompts, per_prompt, scale)
+            rows.append({"scale": scale, "group": group, **result, "s": time.time() - t0})
+            print(f"w={scale:g} {group}: {result['correct']:.1%}", flush=True)
+    return rows
+
+
+def negative_rows(sample_fn, evaluator, kind: str, scale: float, num: int) -> list[dict]:
+    rows = []
+    if kind == "pairs":
+        prompt, negative = "two odd digits", "9"
+        for neg in (None, negative):
+            shares = prompt_eval.digit_shares(evaluator, sample_fn([prompt] * num, neg, scale))
+            rows.append({"prompt": prompt, "negative": neg, **shares})
+    else:
+        prompt, negative = "footwear", "sneaker"
+        for neg in (None, negative):
+            shares = prompt_eval.class_shares(evaluator, sample_fn([prompt] * num, neg, scale), 10)
+            named = {FASHION_NAMES[k]: float(shares[k]) for k in (5, 7, 9)}
+            rows.append({"prompt": prompt, "negative": neg, **named})
+    return rows
+
+
+def grid(sample_fn, path: str, rows: list[str], negative: str, scale: float, ncol: int = 8):
+    from jaxgen.engine.images import save_grid
+
+    texts = [r for r in rows for _ in range(ncol)]
+    plain = sample_fn(texts, None, scale)
+    steered = sample_fn(texts, negative, scale)
+    parts = []
+    for i in range(len(rows)):
+        parts += [plain[i * ncol : (i + 1) * ncol], steered[i * ncol : (i + 1) * ncol]]
+    save_grid(np.concatenate(parts), path, ncol)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pairs", default="", help="workdir of a text model of mnist_pairs")
+    parser.add_argument("--fashion", default="", help="workdir of a text model of fashion_mnist")
+    parser.add_argument("--scales", default="1,2,4,7.5,10")
+    parser.add_argument("--per-prompt", type=int, default=10)
+    parser.add_argument("--negative-num", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grids", action="store_true")
+    parser.add_argument("--allow-weak-evaluator", action="store_true")
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "text_prompts"))
+    args = parser.parse_args()
+    from jaxgen.eval import evaluator as evaluator_lib
+
+    scales = [float(s) for s in args.scales.split(",")]
+    result: dict = {"scales": scales, "steps": args.steps, "per_prompt": args.per_prompt}
+    lines = ["# Prompts and negative prompts of text-conditional latent diffusion", ""]
+    if args.pairs:
+        ev = evaluator_lib.load_for("mnist", allow_weak=args.allow_weak_evaluator)
+        fn = sampler(args.pairs, args.steps, args.batch, args.seed)
+        rows = adherence_rows(fn, ev, scales, args.per_prompt)
+        best = max(scales, key=lambda s: np.mean([r["correct"] for r in rows if r["scale"] == s]))
+        negative = negative_rows(fn, ev, "pairs", best, args.negative_num)
+        result["pairs"] = {"workdir": args.pairs, "adherence": rows, "negative": negative}
+        lines += [
+            f"MNIST pairs (`{args.pairs}`): share of samples read as the prompt's digits",
+            "",
+            "| w | group | both digits | left | right | samples |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['scale']:g} | {r['group']} | {r['correct']:.1%} | {r['left']:.1%} | "
+            f"{r['right']:.1%} | {r['samples']} |"
+            for r in rows
+        ]
+        lines += [
+            "",
+            f"Negative prompt at w = {best:g} (the best scale above): share of samples with a 9 "
+            "in either half, and with two odd digits",
+            "",
+            "| prompt | negative | a 9 | both odd |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['prompt']} | {r['negative'] or '(none)'} | {r['9']:.1%} | {r['both_odd']:.1%} |"
+            for r in negative
+        ]
+        if args.grids:
+            prompts = ["a 3 to the left of a 7", "two odd digits", "an even digit then a 9"]
+            grid(fn, os.path.join(ROOT, "docs", "images", "ldm_pairs.png"), prompts, "9", best)
+    if args.fashion:
+        ev = evaluator_lib.load_for("fashion_mnist", allow_weak=args.allow_weak_evaluator)
+        fn = sampler(args.fashion, args.steps, args.batch, args.seed)
+        scale = scales[-1] if 7.5 not in scales else 7.5
+        negative = negative_rows(fn, ev, "fashion", scale, args.negative_num)
+        result["fashion"] = {"workdir": args.fashion, "scale": scale, "negative": negative}
+        lines += [
+            "",
+            f"Fashion-MNIST (`{args.fashion}`), w = {scale:g}: the evaluator's share of each kind "
+            "of footwear",
+            "",
+            "| prompt | negative | sandal | sneaker | ankle boot |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['prompt']} | {r['negative'] or '(none)'} | {r['sandal']:.1%} | "
+            f"{r['sneaker']:.1%} | {r['ankle boot']:.1%} |"
+            for r in negative
+        ]
+        if args.grids:
+            prompts = ["footwear", "a top", "a photo of a bag"]
+            path = os.path.join(ROOT, "docs", "images", "ldm_fashion.png")
+            grid(fn, path, prompts, "sneaker", scale)
+    with open(args.out + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    with open(args.out + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {args.out}.md and .json")
+
+
+if __name__ == "__main__":
+    main()

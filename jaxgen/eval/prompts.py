@@ -1,0 +1,93 @@
+"""What a text-conditional model does with its prompts, read by the data set's evaluator.
+
+- **Prompt adherence** on MNIST pairs: a sample of a prompt that names two digits in order is
+  correct when the MNIST evaluator reads its left half as the left digit and its right half as
+  the right digit. Prompts come from the ordered templates (``captions.ORDERED``), both those
+  used in training and the held-out ones, over ordered pairs seen in training and the held-out
+  pairs (``captions.HELD_OUT_PAIRS``).
+- **Negative prompts**: the share of each class among samples of a prompt, with and without a
+  negative prompt (Fashion-MNIST "footwear" without "sneaker"; pairs "two odd digits" without
+  "9", counted in either half).
+
+``sample_fn(texts, negative, scale) -> images`` is the model; these functions only choose the
+prompts and read the images, so they work for any text model of these data sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from jaxgen.data import captions
+
+SampleFn = Callable[[Sequence[str], "str | None", float], np.ndarray]
+
+
+def pair_prompts(pairs, held_out_templates: bool, seed: int = 0) -> list[tuple[str, int, int]]:
+    """``(prompt, left, right)`` for every ordered pair and every ordered template of the kind
+    asked for (held out of training or not), its words drawn from ``seed``."""
+    rng = np.random.default_rng([seed, 31])
+    out = []
+    for text in captions.ORDERED:
+        template = captions.template(captions.MNIST_PAIRS, text)
+        if template.held_out != held_out_templates:
+            continue
+        for a, b in pairs:
+            prompt = captions.MNIST_PAIRS.write(template, 10 * a + b, rng.random(3))
+            out.append((prompt, a, b))
+    return out
+
+
+def training_pairs(count: int, seed: int = 0) -> list[tuple[int, int]]:
+    """``count`` ordered pairs that training composes (none of the held-out ones)."""
+    held = set(captions.HELD_OUT_PAIRS)
+    every = [(a, b) for a in range(10) for b in range(10) if (a, b) not in held]
+    rng = np.random.default_rng([seed, 37])
+    return [every[i] for i in rng.choice(len(every), count, replace=False)]
+
+
+def read_pairs(evaluator, images) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluator's reading of each half of ``[N, H, 2 W, C]`` images: ``(left, right)``."""
+    images = np.asarray(images)
+    width = images.shape[2] // 2
+    left = evaluator.outputs(images[:, :, :width], "the left halves")[0].argmax(-1)
+    right = evaluator.outputs(images[:, :, width:], "the right halves")[0].argmax(-1)
+    return left, right
+
+
+def adherence(
+    sample_fn: SampleFn,
+    evaluator,
+    prompts: Sequence[tuple[str, int, int]],
+    per_prompt: int,
+    scale: float,
+    negative: str | None = None,
+) -> dict:
+    """The share of samples read as the prompt's two digits in order, and of each half."""
+    texts = [p for p, _, _ in prompts for _ in range(per_prompt)]
+    images = sample_fn(texts, negative, scale)
+    left, right = read_pairs(evaluator, images)
+    want_left = np.repeat([a for _, a, _ in prompts], per_prompt)
+    want_right = np.repeat([b for _, _, b in prompts], per_prompt)
+    return {
+        "correct": float(np.mean((left == want_left) & (right == want_right))),
+        "left": float(np.mean(left == want_left)),
+        "right": float(np.mean(right == want_right)),
+        "samples": len(texts),
+    }
+
+
+def class_shares(evaluator, images, classes: int) -> np.ndarray:
+    """The share of ``images`` the evaluator assigns to each class: ``[classes]``."""
+    verdicts = evaluator.outputs(images)[0].argmax(-1)
+    return np.bincount(verdicts, minlength=classes) / len(verdicts)
+
+
+def digit_shares(evaluator, images) -> dict:
+    """For pairs: the share of samples with a given digit in either half, and of samples whose
+    halves are both odd (``"both_odd"``)."""
+    left, right = read_pairs(evaluator, images)
+    shares = {str(d): float(np.mean((left == d) | (right == d))) for d in range(10)}
+    shares["both_odd"] = float(np.mean((left % 2 == 1) & (right % 2 == 1)))
+    return shares
