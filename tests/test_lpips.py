@@ -79,6 +79,16 @@ def test_a_grey_image_equals_its_rgb_tiling_and_resize_is_bilinear_upsampling(pa
     d_grey = _lpips(params, g, h, resize=32)
     np.testing.assert_allclose(d_grey, _lpips(params, tile(g), tile(h), resize=32), rtol=1e-5)
     np.testing.assert_allclose(d_grey, _lpips(params, up(g), up(h)), rtol=1e-5)
+    # A wide image keeps its aspect ratio: its shorter side goes to 32 (a pair of digits).
+    assert L.resized_shape((28, 28), 32) == (32, 32)
+    assert L.resized_shape((28, 56), 32) == (32, 64)
+    wide = lambda a: np.concatenate([a, a[:, :, ::-1]], axis=2)
+    up_wide = lambda a: jax.image.resize(tile(wide(a)), (len(a), 32, 64, 3), "bilinear")
+    np.testing.assert_allclose(
+        _lpips(params, wide(g), wide(h), resize=32),
+        _lpips(params, up_wide(g), up_wide(h)),
+        rtol=1e-5,
+    )
 
 
 @pytest.mark.slow

@@ -40,14 +40,24 @@ SCALE = (0.458, 0.448, 0.450)
 EPS = 1e-10
 
 
+def resized_shape(shape, resize: int) -> tuple[int, int]:
+    """``(H, W)`` scaled so that the shorter side is ``resize``, keeping the aspect ratio
+    (28x28 -> 32x32; a 28x56 pair of digits -> 32x64)."""
+    h, w = shape
+    factor = resize / min(h, w)
+    return round(h * factor), round(w * factor)
+
+
 def _network_input(x: jax.Array, resize: int | None) -> jax.Array:
-    """``[B, H, W, C]`` in ``[0, 1]``, ``C`` in ``(1, 3)`` -> the VGG16 input ``[B, S, S, 3]``."""
+    """``[B, H, W, C]`` in ``[0, 1]``, ``C`` in ``(1, 3)`` -> the VGG16 input ``[B, H', W', 3]``
+    (``resize``: the shorter side brought to ``resize``, ``resized_shape``)."""
     chex.assert_rank(x, 4)
     if x.shape[-1] not in (1, 3):
         raise ValueError(f"images have {x.shape[-1]} channels; expected 1 or 3")
     x = jnp.asarray(x, jnp.float32)
     if resize is not None:
-        x = jax.image.resize(x, (x.shape[0], resize, resize, x.shape[-1]), "bilinear")
+        h, w = resized_shape(x.shape[1:3], resize)
+        x = jax.image.resize(x, (x.shape[0], h, w, x.shape[-1]), "bilinear")
     x = jnp.broadcast_to(x, (*x.shape[:3], 3))  # grey as R = G = B
     x = 2.0 * x - 1.0
     return (x - jnp.asarray(SHIFT)) / jnp.asarray(SCALE)
@@ -99,12 +109,12 @@ def _unit(f: jax.Array) -> jax.Array:
 
 def lpips(params: dict, x: jax.Array, y: jax.Array, *, resize: int | None = None) -> jax.Array:
     """LPIPS distance ``[B]`` between images ``x`` and ``y``: ``[B, H, W, C]`` in ``[0, 1]``,
-        ``C`` = 1 or 3 (grey is tiled to RGB; ``x`` and ``y`` may differ in ``C``). ``resize``:
-        bilinear upsampling to ``resize x resize`` first (see the module docstring for why 28x28
-        images want it). Differentiable in ``x`` and ``y``; ``params`` (from
-    ``jaxgen.weights.lpips.load_vgg16``) are
-        constants. Pass them as an argument of the jitted function, not as a closure, so they are
-        not baked into the compiled program."""
+    ``C`` = 1 or 3 (grey is tiled to RGB; ``x`` and ``y`` may differ in ``C``). ``resize``:
+    bilinear resizing first, of the shorter side to ``resize`` (the aspect ratio kept; see
+    the module docstring for why 28x28 images want it). Differentiable in ``x`` and ``y``;
+    ``params`` (from ``jaxgen.weights.lpips.load_vgg16``) are constants. Pass them as an
+    argument of the jitted function, not as a closure, so they are
+    not baked into the compiled program."""
     chex.assert_rank([x, y], 4)
     chex.assert_equal_shape_prefix([x, y], 3)
     params = jax.lax.stop_gradient(params)
