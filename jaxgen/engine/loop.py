@@ -413,6 +413,7 @@ def _train(config, workdir: str, *, devices, stop_at_step, allow_config_change: 
                 checkpoints=checkpoints,
                 evaluators=evaluators,
                 train_split=train_split,
+                test_split=test_split,
                 resumed_from=resumed_from,
                 stop_at_step=stop_at_step,
                 stop=stop,
@@ -569,9 +570,9 @@ class _Evals:
 class _SampleGrids:
     """A grid of ``train.sample_num`` samples in ``samples/`` every ``train.sample_every`` steps
     before the last (not when stopping), and one in ``final``; nothing for a family that does
-    not generate."""
+    not generate. A text model draws the captions of the first test examples."""
 
-    def __init__(self, setup: Setup, workdir: str):
+    def __init__(self, setup: Setup, workdir: str, test_split=None):
         cfg, mesh, family = setup.config, setup.mesh, setup.family
         self.setup, self.workdir = setup, workdir
         self.every, self.num_steps = cfg.train.sample_every, cfg.train.num_steps
@@ -579,12 +580,12 @@ class _SampleGrids:
         if setup.caps.generates:
             # What sample.py draws when given no flags (the config's sample_defaults).
             kwargs = sampling.prepare(setup, {}, restore=None)
+            num = cfg.train.sample_num
+            if setup.caps.text and test_split is not None:
+                rows = np.arange(num) % test_split.num_examples
+                kwargs["text"] = jnp.asarray(test_split.get(rows)["text"])
             self.sample_fn = jax.jit(
-                lambda s, r: (
-                    family.sample(
-                        cfg, gather_params(s, mesh), r, cfg.train.sample_num, **kwargs
-                    ).images
-                ),
+                lambda s, r: family.sample(cfg, gather_params(s, mesh), r, num, **kwargs).images,
                 out_shardings=replicated(mesh),
             )
 
@@ -609,6 +610,7 @@ def _loop(
     checkpoints,
     evaluators,
     train_split,
+    test_split=None,
     resumed_from: int | None,
     stop_at_step: int | None,
     stop,
@@ -651,7 +653,7 @@ def _loop(
         caps=setup.caps,
     )
     evals = _Evals(evaluators, writer=writer, bar=bar, num_steps=num_steps)
-    grids = _SampleGrids(setup, workdir)
+    grids = _SampleGrids(setup, workdir, test_split)
     actions = (log, evals, grids, saves)
 
     prefetch = _Prefetcher(setup, train_split, start_step, num_steps, cfg.train.get("prefetch", 0))
