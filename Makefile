@@ -81,7 +81,7 @@ bench: $(STAMP)
 	for s in vae_throughput vqvae_throughput gan_throughput vqgan_throughput prior_throughput \
 	  diffusion_throughput diffusion_solver_error vqvae_restarts input_pipeline; do \
 	  echo "== bench/$$s.py --quick"; $(PY) bench/$$s.py --quick; done; \
-	for s in vqgan_compare prior_compare eval_table; do \
+	for s in vqgan_compare prior_compare eval_table ldm_table; do \
 	  echo "== bench/$$s.py --run --quick"; $(PY) bench/$$s.py --run --quick; done; \
 	$(PY) bench/guidance_tradeoff.py --quick; \
 	echo "Quick tables: $$BENCH_QUICK_DIR"

@@ -121,7 +121,7 @@ def test_class_all_labels_are_split_across_chunks(cond_diffusion):
     second = sampling.generate(setup, state, jax.random.fold_in(KEY, 1), 8, kwargs)
     np.testing.assert_array_equal(turn.images[8:], second.images[:2])
     np.testing.assert_array_equal(second.labels, np.arange(8))
-    with pytest.raises(ConfigError, match="19 labels were given for 20 images"):
+    with pytest.raises(ConfigError, match="19 label rows were given for 20 images"):
         sampling.generate(setup, state, KEY, 20, {**kwargs, "label": label[:19]}, batch=8)
 
 

@@ -84,6 +84,7 @@ def _randomised(params, seed=1):
 
 
 # ------------------------------------------------------------------------ the text encoder
+@pytest.mark.slow
 def test_padding_does_not_change_the_prediction(tok):
     config = _config(tok)
     state, _ = _state(config)
@@ -108,6 +109,7 @@ def test_padding_does_not_change_the_prediction(tok):
     assert np.abs(np.asarray(out - other)).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_the_empty_prompt_is_the_unconditional_model(tok):
     config = _config(tok)
     state, _ = _state(config)

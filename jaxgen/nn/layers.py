@@ -1,6 +1,8 @@
 """The building blocks shared by the networks: the sinusoidal time embedding, GroupNorm and
 convolution factories, the GAN networks' choice of normalisation (``Norm``, with DCGAN's
 initialisation), scaled dot-product attention (``jaxgen.nn.transformer``, ``jaxgen.nn.vqgan``),
+the pre-LayerNorm transformer ``Block`` (the priors' transformer and the text encoder),
+``CrossAttention`` of image features to a context (the UNet reading a caption),
 the time-conditioned residual block, stride-2 down- and nearest-neighbour
 up-sampling (``jaxgen.nn.unet``, ``jaxgen.nn.classifier``), and the pixel shuffle
 ``depth_to_space`` (the decoders of ``jaxgen.nn.vae`` and ``jaxgen.nn.vqvae``).
@@ -211,3 +213,74 @@ def depth_to_space(x: jax.Array, factor: int = 2) -> jax.Array:
     c_out = c // (factor * factor)
     x = x.reshape(b, h, w, factor, factor, c_out).transpose(0, 1, 3, 2, 4, 5)
     return x.reshape(b, h * factor, w * factor, c_out)
+
+
+class Block(nn.Module):
+    width: int
+    heads: int
+    mlp_ratio: int = 4
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        dense = dict(dtype=self.dtype, param_dtype=jnp.float32)
+        self.ln1 = nn.LayerNorm(dtype=jnp.float32)
+        # No bias on the keys: it adds q . b_k to every logit of a query's row, which the
+        # softmax removes, so its gradient is zero up to rounding, and Adam would turn that
+        # rounding noise into full-size steps.
+        self.query = nn.Dense(self.width, **dense)
+        self.key = nn.Dense(self.width, use_bias=False, **dense)
+        self.value = nn.Dense(self.width, **dense)
+        self.proj = nn.Dense(self.width, **dense)
+        self.ln2 = nn.LayerNorm(dtype=jnp.float32)
+        self.fc1 = nn.Dense(self.mlp_ratio * self.width, **dense)
+        self.fc2 = nn.Dense(self.width, **dense)
+
+    def _qkv(self, x):
+        b, t, _ = x.shape
+        h = self.ln1(x).astype(self.dtype)
+        return [f(h).reshape(b, t, self.heads, -1) for f in (self.query, self.key, self.value)]
+
+    def _rest(self, x, attended):
+        b, t = x.shape[:2]
+        x = x + self.proj(attended.reshape(b, t, self.width)).astype(jnp.float32)
+        h = self.fc1(self.ln2(x).astype(self.dtype))
+        return x + self.fc2(nn.gelu(h)).astype(jnp.float32)
+
+    def __call__(self, x, mask):
+        q, k, v = self._qkv(x)
+        return self._rest(x, attention(q, k, v, mask))
+
+    def step(self, x, cache_k, cache_v, pos):
+        """One position ``x [B, 1, W]`` at index ``pos``; ``cache_* [B, T, H, D]`` hold the keys
+        and values of positions ``< pos``. Returns ``(y, cache_k, cache_v)`` with ``pos``'s
+        written in."""
+        q, k, v = self._qkv(x)
+        cache_k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), pos, 1)
+        cache_v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), pos, 1)
+        mask = (jnp.arange(cache_k.shape[1]) <= pos)[None, :]
+        return self._rest(x, attention(q, cache_k, cache_v, mask)), cache_k, cache_v
+
+
+class CrossAttention(nn.Module):
+    """``x + out(attention(q(norm(x)), k(context), v(context)))`` over the unmasked context."""
+
+    num_heads: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, context: jax.Array, mask: jax.Array) -> jax.Array:
+        b, hgt, wid, c = x.shape
+        if c % self.num_heads:
+            raise ValueError(f"cross-attention: {c} channels do not split into {self.num_heads}")
+        heads, head = self.num_heads, c // self.num_heads
+        dense = lambda name, **kw: nn.Dense(
+            c, dtype=self.dtype, param_dtype=jnp.float32, name=name, **kw
+        )
+        h = group_norm(c, self.dtype)(x).reshape(b, hgt * wid, c)
+        q = dense("query")(h).reshape(b, hgt * wid, heads, head)
+        ctx = context.astype(self.dtype)
+        k = dense("key", use_bias=False)(ctx).reshape(b, -1, heads, head)
+        v = dense("value")(ctx).reshape(b, -1, heads, head)
+        out = attention(q, k, v, mask[:, None, None, :]).reshape(b, hgt * wid, c)
+        out = dense("out", kernel_init=nn.initializers.zeros)(out)
+        return x + out.reshape(b, hgt, wid, c).astype(x.dtype)

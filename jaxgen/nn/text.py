@@ -7,7 +7,8 @@ Padding is masked as a key everywhere, so no real position ever reads a padding 
 what padding holds, and how much of it there is, cannot change the output at the words
 (latent diffusion's text-to-image model trains such a transformer jointly with its UNet).
 
-``CrossAttention``: image features ``[B, H, W, C]`` attend to a context ``[B, L, D]``:
+``CrossAttention`` (``jaxgen.nn.layers``, with the transformer ``Block``; re-exported here):
+image features ``[B, H, W, C]`` attend to a context ``[B, L, D]``:
 queries from the GroupNorm-ed features, keys and values from the context, padding keys
 masked, and a zero-initialised output projection added back (so a new block is the identity).
 """
@@ -20,8 +21,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgen.nn.layers import attention, group_norm
-from jaxgen.nn.transformer import Block
+from jaxgen.nn.layers import Block, CrossAttention
+
+__all__ = ["PAD", "CrossAttention", "TextEncoder", "padding_mask"]
 
 PAD = 0
 
@@ -53,28 +55,3 @@ class TextEncoder(nn.Module):
         for i in range(self.depth):
             x = Block(self.width, self.heads, dtype=self.dtype, name=f"block_{i}")(x, keys)
         return nn.LayerNorm(dtype=jnp.float32, name="ln_f")(x), mask
-
-
-class CrossAttention(nn.Module):
-    """``x + out(attention(q(norm(x)), k(context), v(context)))`` over the unmasked context."""
-
-    num_heads: int = 1
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, context: jax.Array, mask: jax.Array) -> jax.Array:
-        b, hgt, wid, c = x.shape
-        if c % self.num_heads:
-            raise ValueError(f"cross-attention: {c} channels do not split into {self.num_heads}")
-        heads, head = self.num_heads, c // self.num_heads
-        dense = lambda name, **kw: nn.Dense(
-            c, dtype=self.dtype, param_dtype=jnp.float32, name=name, **kw
-        )
-        h = group_norm(c, self.dtype)(x).reshape(b, hgt * wid, c)
-        q = dense("query")(h).reshape(b, hgt * wid, heads, head)
-        ctx = context.astype(self.dtype)
-        k = dense("key", use_bias=False)(ctx).reshape(b, -1, heads, head)
-        v = dense("value")(ctx).reshape(b, -1, heads, head)
-        out = attention(q, k, v, mask[:, None, None, :]).reshape(b, hgt * wid, c)
-        out = dense("out", kernel_init=nn.initializers.zeros)(out)
-        return x + out.reshape(b, hgt, wid, c).astype(x.dtype)

@@ -27,53 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgen.nn.layers import attention
-
-
-class Block(nn.Module):
-    width: int
-    heads: int
-    mlp_ratio: int = 4
-    dtype: Any = jnp.float32
-
-    def setup(self):
-        dense = dict(dtype=self.dtype, param_dtype=jnp.float32)
-        self.ln1 = nn.LayerNorm(dtype=jnp.float32)
-        # No bias on the keys: it adds q . b_k to every logit of a query's row, which the
-        # softmax removes, so its gradient is zero up to rounding, and Adam would turn that
-        # rounding noise into full-size steps.
-        self.query = nn.Dense(self.width, **dense)
-        self.key = nn.Dense(self.width, use_bias=False, **dense)
-        self.value = nn.Dense(self.width, **dense)
-        self.proj = nn.Dense(self.width, **dense)
-        self.ln2 = nn.LayerNorm(dtype=jnp.float32)
-        self.fc1 = nn.Dense(self.mlp_ratio * self.width, **dense)
-        self.fc2 = nn.Dense(self.width, **dense)
-
-    def _qkv(self, x):
-        b, t, _ = x.shape
-        h = self.ln1(x).astype(self.dtype)
-        return [f(h).reshape(b, t, self.heads, -1) for f in (self.query, self.key, self.value)]
-
-    def _rest(self, x, attended):
-        b, t = x.shape[:2]
-        x = x + self.proj(attended.reshape(b, t, self.width)).astype(jnp.float32)
-        h = self.fc1(self.ln2(x).astype(self.dtype))
-        return x + self.fc2(nn.gelu(h)).astype(jnp.float32)
-
-    def __call__(self, x, mask):
-        q, k, v = self._qkv(x)
-        return self._rest(x, attention(q, k, v, mask))
-
-    def step(self, x, cache_k, cache_v, pos):
-        """One position ``x [B, 1, W]`` at index ``pos``; ``cache_* [B, T, H, D]`` hold the keys
-        and values of positions ``< pos``. Returns ``(y, cache_k, cache_v)`` with ``pos``'s
-        written in."""
-        q, k, v = self._qkv(x)
-        cache_k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), pos, 1)
-        cache_v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), pos, 1)
-        mask = (jnp.arange(cache_k.shape[1]) <= pos)[None, :]
-        return self._rest(x, attention(q, cache_k, cache_v, mask)), cache_k, cache_v
+from jaxgen.nn.layers import Block  # the transformer block, shared with the text encoder
 
 
 class CodeTransformer(nn.Module):

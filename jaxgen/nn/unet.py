@@ -48,6 +48,7 @@ import jax.numpy as jnp
 # The shared blocks, importable from here as before (``from jaxgen.nn.unet import ...``).
 from jaxgen.nn.layers import (
     TIME_SCALE,
+    CrossAttention,
     Downsample,
     ResBlock,
     Upsample,
@@ -56,7 +57,6 @@ from jaxgen.nn.layers import (
     num_groups,
     timestep_embedding,
 )
-from jaxgen.nn.text import CrossAttention
 
 __all__ = [
     "TIME_SCALE",

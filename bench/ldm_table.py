@@ -1,0 +1,133 @@
+"""Latent diffusion against pixel diffusion, and its first stages (issue 29): the runs, the table.
+
+    python bench/ldm_table.py --run          # train and score what is missing (hours on a CPU)
+    python bench/ldm_table.py                # the table from the runs
+    python bench/ldm_table.py --run --quick  # tiny runs, under $BENCH_QUICK_DIR: the plumbing
+
+Runs (``runs/ldm_table/<name>``):
+
+- first stages ``kl_<data set>`` and ``kl_<data set>_f2`` (``configs/autoencoder_kl.py``, factor
+  4 and 2) on Fashion-MNIST and MNIST pairs, scored by their reconstructions of the test split
+  (``python -m jaxgen.eval``: FD, KID, precision, recall on the evaluator's features; pairs
+  have no evaluator of their own, so only their training figures);
+- latent models ``ldm_<data set>[_f2]`` (text, ``configs/ldm.py``) over them, and
+  ``ldm_fashion_mnist_uncond`` (unconditional) for the comparison with pixel diffusion;
+- ``pixel_fashion_mnist``: pixel-space diffusion (``configs/diffusion.py:fashion_mnist,cpu``,
+  unconditional) trained for the same wall time as ``ldm_fashion_mnist_uncond`` (its steps are
+  that time times the pixel model's measured rate).
+
+Table: ``bench/results/ldm_table.md`` (figures in ``.json``): per run its train wall time and
+img/s, and for the unconditional pair FD, KID, precision, recall and sampling img/s (20
+DPM-Solver++ steps, decoding included) at N = 10,000. Prompt adherence and negative prompts are
+``bench/text_prompts.py``'s, over the text models here.
+"""
+
+from __future__ import annotations
+
+import os
+
+import harness
+
+FIRST_STAGES = {  # name: (config argument, data set)
+    "kl_fashion_mnist": ("fashion_mnist", "fashion_mnist"),
+    "kl_fashion_mnist_f2": ("fashion_mnist,f2", "fashion_mnist"),
+    "kl_mnist_pairs": ("mnist_pairs", "mnist_pairs"),
+    "kl_mnist_pairs_f2": ("mnist_pairs,f2", "mnist_pairs"),
+}
+LATENT = {  # name: (config argument, first stage)
+    "ldm_fashion_mnist_uncond": ("fashion_mnist,uncond", "kl_fashion_mnist"),
+    "ldm_fashion_mnist": ("fashion_mnist", "kl_fashion_mnist"),
+    "ldm_fashion_mnist_f2": ("fashion_mnist,f2", "kl_fashion_mnist_f2"),
+    "ldm_mnist_pairs": ("mnist_pairs", "kl_mnist_pairs"),
+    "ldm_mnist_pairs_f2": ("mnist_pairs,f2", "kl_mnist_pairs_f2"),
+}
+PIXEL = "pixel_fashion_mnist"
+SCORED = ("kl_fashion_mnist", "kl_fashion_mnist_f2", "ldm_fashion_mnist_uncond", PIXEL)
+
+
+def pixel_rate(seconds: float = 20.0) -> float:
+    """Train steps per second of the pixel model on this machine (a short timed loop)."""
+    config = harness.load_config("diffusion", "fashion_mnist,cpu")
+    _, timing = harness.time_train_step(config, seconds)
+    return 1000.0 / timing["ms_per_step"]
+
+
+def run_missing(where: harness.Runs) -> None:
+    for name, (arg, dataset) in FIRST_STAGES.items():
+        workdir = where.train(name, "autoencoder_kl", arg)
+        if dataset != "mnist_pairs":
+            where.evaluate(name, f"--workdir={workdir}", dataset, num=10_000)
+    for name, (arg, first) in LATENT.items():
+        where.train(name, "ldm", arg, first_stage=where.workdir(first))
+    latent = where.workdir("ldm_fashion_mnist_uncond")
+    _, wall_s = harness.train_info(latent)
+    steps = 2 if where.quick else max(1, round(wall_s * pixel_rate()))
+    where.train(PIXEL, "diffusion", "fashion_mnist,cpu", f"--config.train.num_steps={steps}")
+    for name in ("ldm_fashion_mnist_uncond", PIXEL):
+        where.evaluate(name, f"--workdir={where.workdir(name)}", "fashion_mnist", num=10_000)
+
+
+def rows(where: harness.Runs) -> list[dict]:
+    import json
+
+    out = []
+    for name in [*FIRST_STAGES, *LATENT, PIXEL]:
+        workdir = where.workdir(name)
+        if not harness.finished(workdir):
+            continue
+        steps, wall_s = harness.train_info(workdir)
+        train = [r for r in harness.metrics_rows(workdir) if r.get("split") == "train"]
+        rates = [r["examples_per_s"] for r in train[1:] if "examples_per_s" in r]
+        row = {"run": name, "steps": steps, "train_s": wall_s}
+        row["train_img_s"] = sorted(rates)[len(rates) // 2] if rates else None
+        path = where.eval_json(name)
+        if os.path.exists(path):
+            with open(path) as f:
+                scored = json.load(f)
+            row.update(scored["metrics"])
+            row["sample_img_s"] = scored.get("samples_per_s")
+        out.append(row)
+    return out
+
+
+def _fmt(value, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def table(found: list[dict]) -> str:
+    lines = [
+        "# Latent diffusion against pixel diffusion (issue 29)",
+        "",
+        "`python bench/ldm_table.py --run` (runs in the module docstring). FD, KID, precision "
+        "and recall at N = 10,000 on the Fashion-MNIST evaluator's features: of a first stage's "
+        "reconstructions of the test split, of a generator's samples. img/s: the median of the "
+        "train log's rows; sampling, 20 DPM-Solver++ steps with decoding.",
+        "",
+        "| run | steps | train s | train img/s | FD | KID | precision | recall | sample img/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in found:
+        lines.append(
+            f"| {r['run']} | {r['steps']} | {r['train_s']:.0f} | {_fmt(r['train_img_s'], '.0f')} "
+            f"| {_fmt(r.get('fd'), '.1f')} | {_fmt(r.get('kid'), '.3f')} | "
+            f"{_fmt(r.get('precision'), '.2f')} | {_fmt(r.get('recall'), '.2f')} | "
+            f"{_fmt(r.get('sample_img_s'), '.0f')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = harness.parser(__doc__)
+    parser.add_argument("--run", action="store_true", help="train and score what is missing")
+    args = parser.parse_args()
+    where = harness.Runs.for_driver("ldm_table", args.quick)
+    if args.run:
+        run_missing(where)
+    found = rows(where)
+    path = harness.out_path(args, "ldm_table")
+    harness.write_results(path, table(found), found)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
