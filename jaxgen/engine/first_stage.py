@@ -51,7 +51,7 @@ def check(config) -> None:
             f"first_stage.workdir={config.first_stage.workdir!r} holds a {fs.family!r} run, "
             "which is not a tokenizer; a prior needs the run of a tokenizer such as the VQ-VAE"
         )
-    needs = family_of(config).capabilities(config).first_stage_gives
+    needs = get_family(config.family).capabilities(config).first_stage_gives
     if not family.tokenizer(fs).offers(needs):
         kind = {"codes": "discrete codes", "latents": "continuous latents"}[needs]
         raise ConfigError(
@@ -73,10 +73,6 @@ def check(config) -> None:
             f"(e.g. --config=configs/{config.family}.py:{fs.data.get('dataset') or '<data set>'}"
             "), or pass --config.first_stage.allow_other_data=True for a deliberate transfer"
         )
-
-
-def family_of(config):
-    return get_family(config.family)
 
 
 def _data_name(data) -> str:

@@ -218,7 +218,7 @@ def _eval_condition(config, batch):
     return None
 
 
-def latent_scale(config, state: State, latents: jax.Array) -> jax.Array:
+def latent_scale(state: State, latents: jax.Array) -> jax.Array:
     """The state's latent scale; before the first step has measured it (0 in the state),
     ``1 / std`` of ``latents`` (``scale_by_std``)."""
     kept = state.extra["latent_scale"]
@@ -233,7 +233,7 @@ def diffused_data(config, state: State, images: jax.Array):
     if not in_latent_space(config):
         return to_model_range(images), state.extra
     z = tokenizers.encode_latents(config, state.frozen, images)
-    scale = latent_scale(config, state, z)
+    scale = latent_scale(state, z)
     return scale * z, {**state.extra, "latent_scale": scale}
 
 

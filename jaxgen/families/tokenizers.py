@@ -140,8 +140,7 @@ def vq_tokenizer(
         return encode(frozen["params"], to_input(images)).astype(jnp.float32)
 
     def decode_latents(frozen, z_e):
-        z_q = jnp.take(frozen["codebook"], vq.nearest_code(z_e, frozen["codebook"])[0], axis=0)
-        return jnp.clip(to_unit(decode(frozen["params"], z_q)), 0.0, 1.0)
+        return decode_codes(frozen, vq.nearest_code(z_e, frozen["codebook"])[0])
 
     return Tokenizer(
         num_codes=config.vq.num_codes,
