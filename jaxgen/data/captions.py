@@ -29,8 +29,10 @@ error that names the word and that file.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+import string
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -135,8 +137,6 @@ class CaptionSet:
 
 
 def _slots(text: str) -> list[str]:
-    import string
-
     return [field for _, field, _, _ in string.Formatter().parse(text) if field]
 
 
@@ -150,12 +150,13 @@ class Vocabulary:
     def size(self) -> int:
         return len(SPECIALS) + len(self.words)
 
+    @functools.cached_property
     def ids(self) -> dict[str, int]:
         return {w: i + len(SPECIALS) for i, w in enumerate(self.words)}
 
     def encode(self, text: str, length: int, where: str = "") -> np.ndarray:
         """int32 ``[length]``: ``<bos>``, the words' ids, then padding."""
-        table = self.ids()
+        table = self.ids  # built once per vocabulary, not once per caption
         tokens = [BOS]
         for word in words(text):
             if word not in table:
