@@ -73,17 +73,23 @@ def load_config(name: str, arg: str | None = None):
 
 
 def batch_maker(config, seed: int = 0, num_classes: int = 10) -> Callable[..., dict]:
-    """``batch(n)``: random uint8 images of the config's shape, labels and example indices."""
+    """``batch(n)``: random uint8 images of the config's shape, labels and example indices, and
+    for a captioned data set random word tokens (``text``, ``data.caption_len`` of them)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
+    words = config.text.vocab_size if config.data.get("captions", "") else 0
 
     def batch(n: int = config.train.batch_size) -> dict:
-        return {
+        out = {
             "image": rng.integers(0, 256, (n, *config.data.image_shape), dtype=np.uint8),
             "label": rng.integers(0, num_classes, (n,), dtype=np.int32),
             "index": np.arange(n, dtype=np.int32),
         }
+        if words:
+            shape = (n, config.data.caption_len)
+            out["text"] = rng.integers(1, words, shape, dtype=np.int32)
+        return out
 
     return batch
 

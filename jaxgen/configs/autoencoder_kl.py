@@ -8,8 +8,8 @@ Downsampling factor 4 by default (28x28 -> 7x7x4 latents, 196 values for 784 pix
 7x14x4); ``f2``: factor 2 (14x14x2, 392 values). A diffusion model trains on its latents with
 ``configs/ldm.py`` (``--config.first_stage.workdir=<this run>``).
 
-Schedule: 1,200 Adam steps of batch 32 at 1e-3 (betas 0.5, 0.9, cosine decay); the
-discriminator trains from step 300 and is heard from step 600.
+Schedule: 1,200 Adam steps of batch 32 (pairs: 16, the same pixels a step) at 1e-3 (betas 0.5,
+0.9, cosine decay); the discriminator trains from step 300 and is heard from step 600.
 
 Variants:
 - ``f2``: downsampling factor 2, ``kl.dim`` 2;
@@ -45,6 +45,8 @@ def get_config(arg=None):
         c.train.checkpoint_every = 600
         c.vqgan.disc_start = 300
         c.vqgan.adv_start = 600
+        if dataset == "mnist_pairs":
+            c.train.batch_size = 16  # the pixels of a Fashion-MNIST step (pairs are 28x56)
     if "f2" in variants:
         c.model.channel_mult = (1, 2)
         c.kl.dim = 2
