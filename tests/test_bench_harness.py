@@ -27,14 +27,15 @@ def test_time_calls_measures_a_sleep_and_leaves_out_the_first_call():
 
     def call():
         calls.append(None)
-        time.sleep(0.05 if len(calls) == 1 else 0.01)  # the first call "compiles"
+        time.sleep(0.2 if len(calls) == 1 else 0.01)  # the first call "compiles"
         return len(calls)
 
     t = harness.time_calls(call, warmup=2, repeats=5, inner=2)
     assert len(calls) == 1 + 2 + 5 * 2
     assert t.calls == 10 and len(t.per_call_s) == 5
-    assert 0.05 <= t.first_s < 0.5
-    assert 0.01 <= t.median_s < 0.05, t
+    # Lower bounds only, and the order of the two: a loaded machine stretches sleeps.
+    assert t.first_s >= 0.2
+    assert 0.01 <= t.median_s < t.first_s, t
     assert min(t.per_call_s) <= t.median_s <= max(t.per_call_s)
     assert 0 <= t.spread < 2
     assert t.per_s(32) == pytest.approx(32 / t.median_s)
