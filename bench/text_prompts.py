@@ -13,8 +13,9 @@
 - ``--grids``: ``docs/images/ldm_<name>.png``, one row per prompt, without then with the
   negative prompt.
 
-Writes ``bench/results/text_prompts.md`` and ``.json``; every sample is made with
-DPM-Solver++ (``--steps`` model calls) and classifier-free guidance.
+Writes ``bench/results/text_prompts.md`` and ``.json``; a run of one part keeps the other's
+figures from the last run. Every sample is made with DPM-Solver++ (``--steps`` model calls) and
+classifier-free guidance.
 """
 
 from __future__ import annotations
@@ -111,6 +112,55 @@ def grid(sample_fn, path: str, rows: list[str], negative: str, scale: float, nco
     return path
 
 
+def markdown(result: dict) -> str:
+    """The results page, from ``result``'s parts (``pairs``, ``fashion``; either may be absent)."""
+    lines = ["# Prompts and negative prompts of text-conditional latent diffusion", ""]
+    if "pairs" in result:
+        part = result["pairs"]
+        lines += [
+            f"MNIST pairs (`{part['workdir']}`, DPM-Solver++ {part['steps']} steps, "
+            f"{part['per_prompt']} samples a prompt): share of samples the MNIST evaluator "
+            "reads as the prompt's digits",
+            "",
+            "| w | group | both digits | left | right | samples |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['scale']:g} | {r['group']} | {r['correct']:.1%} | {r['left']:.1%} | "
+            f"{r['right']:.1%} | {r['samples']} |"
+            for r in part["adherence"]
+        ]
+        lines += [
+            "",
+            f"Negative prompt at w = {part['best']:g} (the best scale above): share of samples "
+            "with a 9 in either half, and with two odd digits",
+            "",
+            "| prompt | negative | a 9 | both odd | samples |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['prompt']} | {r['negative'] or '(none)'} | {r['9']:.1%} | "
+            f"{r['both_odd']:.1%} | {part['negative_num']} |"
+            for r in part["negative"]
+        ]
+    if "fashion" in result:
+        part = result["fashion"]
+        lines += [
+            "",
+            f"Fashion-MNIST (`{part['workdir']}`), w = {part['scale']:g}, "
+            f"{part['negative_num']} samples: the evaluator's share of each kind of footwear",
+            "",
+            "| prompt | negative | sandal | sneaker | ankle boot |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['prompt']} | {r['negative'] or '(none)'} | {r['sandal']:.1%} | "
+            f"{r['sneaker']:.1%} | {r['ankle boot']:.1%} |"
+            for r in part["negative"]
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", default="", help="workdir of a text model of mnist_pairs")
@@ -128,38 +178,26 @@ def main() -> None:
     from jaxgen.eval import evaluator as evaluator_lib
 
     scales = [float(s) for s in args.scales.split(",")]
-    result: dict = {"scales": scales, "steps": args.steps, "per_prompt": args.per_prompt}
-    lines = ["# Prompts and negative prompts of text-conditional latent diffusion", ""]
+    # A run of one part keeps the other's figures from the last run.
+    result: dict = {}
+    if os.path.exists(args.out + ".json"):
+        with open(args.out + ".json") as f:
+            result = {k: v for k, v in json.load(f).items() if k in ("pairs", "fashion")}
+    settings = {"steps": args.steps, "negative_num": args.negative_num, "seed": args.seed}
     if args.pairs:
         ev = evaluator_lib.load_for("mnist", allow_weak=args.allow_weak_evaluator)
         fn = sampler(args.pairs, args.steps, args.batch, args.seed)
         rows = adherence_rows(fn, ev, scales, args.per_prompt)
         best = max(scales, key=lambda s: np.mean([r["correct"] for r in rows if r["scale"] == s]))
         negative = negative_rows(fn, ev, "pairs", best, args.negative_num)
-        result["pairs"] = {"workdir": args.pairs, "adherence": rows, "negative": negative}
-        lines += [
-            f"MNIST pairs (`{args.pairs}`): share of samples read as the prompt's digits",
-            "",
-            "| w | group | both digits | left | right | samples |",
-            "|---|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {r['scale']:g} | {r['group']} | {r['correct']:.1%} | {r['left']:.1%} | "
-            f"{r['right']:.1%} | {r['samples']} |"
-            for r in rows
-        ]
-        lines += [
-            "",
-            f"Negative prompt at w = {best:g} (the best scale above): share of samples with a 9 "
-            "in either half, and with two odd digits",
-            "",
-            "| prompt | negative | a 9 | both odd |",
-            "|---|---|---|---|",
-        ]
-        lines += [
-            f"| {r['prompt']} | {r['negative'] or '(none)'} | {r['9']:.1%} | {r['both_odd']:.1%} |"
-            for r in negative
-        ]
+        result["pairs"] = {
+            "workdir": args.pairs,
+            **settings,
+            "per_prompt": args.per_prompt,
+            "adherence": rows,
+            "best": best,
+            "negative": negative,
+        }
         if args.grids:
             prompts = ["a 3 to the left of a 7", "two odd digits", "an even digit then a 9"]
             grid(fn, os.path.join(ROOT, "docs", "images", "ldm_pairs.png"), prompts, "9", best)
@@ -168,20 +206,12 @@ def main() -> None:
         fn = sampler(args.fashion, args.steps, args.batch, args.seed)
         scale = scales[-1] if 7.5 not in scales else 7.5
         negative = negative_rows(fn, ev, "fashion", scale, args.negative_num)
-        result["fashion"] = {"workdir": args.fashion, "scale": scale, "negative": negative}
-        lines += [
-            "",
-            f"Fashion-MNIST (`{args.fashion}`), w = {scale:g}: the evaluator's share of each kind "
-            "of footwear",
-            "",
-            "| prompt | negative | sandal | sneaker | ankle boot |",
-            "|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {r['prompt']} | {r['negative'] or '(none)'} | {r['sandal']:.1%} | "
-            f"{r['sneaker']:.1%} | {r['ankle boot']:.1%} |"
-            for r in negative
-        ]
+        result["fashion"] = {
+            "workdir": args.fashion,
+            **settings,
+            "scale": scale,
+            "negative": negative,
+        }
         if args.grids:
             prompts = ["footwear", "a top", "a photo of a bag"]
             path = os.path.join(ROOT, "docs", "images", "ldm_fashion.png")
@@ -189,7 +219,7 @@ def main() -> None:
     with open(args.out + ".json", "w") as f:
         json.dump(result, f, indent=1)
     with open(args.out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write(markdown(result))
     print(f"wrote {args.out}.md and .json")
 
 

@@ -146,6 +146,20 @@ def test_bad_values_are_named(key, value, message):
         diffusion.validate_config(config)
 
 
+@pytest.mark.parametrize("warmup", [False, True])
+def test_the_ema_decay_of_the_first_step_follows_ema_warmup(warmup):
+    config = _config()
+    config.diffusion.ema_decay = 0.999
+    config.diffusion.ema_warmup = warmup
+    state = _init(config, _batch(config))
+    new, _ = jax.jit(functools.partial(diffusion.train_step, config))(state, _batch(config))
+    decay = 0.1 if warmup else 0.999  # (1 + 0) / (10 + 0) with warm-up
+    old, params, ema = (
+        ravel_pytree(p)[0] for p in (state.model.params, new.model.params, new.model.ema_params)
+    )
+    np.testing.assert_allclose(ema, decay * old + (1 - decay) * params, rtol=1e-5, atol=1e-6)
+
+
 def test_a_run_saved_before_the_thresholding_keys_still_validates():
     config = _config()
     with config.unlocked():

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxgen.families.state import State, TrainState, ema_update, gradient_step
+from jaxgen.families.state import State, TrainState, ema_decay_at, ema_update, gradient_step
 
 
 def test_ema_update_is_the_exponential_moving_average():
@@ -19,6 +19,23 @@ def test_ema_update_is_the_exponential_moving_average():
     # Twice with decay 0.5 toward fixed params: 1/4 of the old value is left.
     twice = ema_update(ema_update(ema, params, 0.5), params, 0.5)
     same(twice, {"a": jnp.array([2.5, 5.0]), "b": {"c": jnp.array(1.0)}})
+
+
+def test_ema_warmup_forgets_the_initial_parameters_early():
+    assert ema_decay_at(0.999, 5) == 0.999  # no warm-up: the decay itself
+    assert float(ema_decay_at(0.999, 0, warmup=True)) == pytest.approx(0.1)
+    assert float(ema_decay_at(0.999, 90, warmup=True)) == pytest.approx(0.91)
+    assert float(ema_decay_at(0.999, 10**6, warmup=True)) == pytest.approx(0.999)
+    # Parameters that jump from 0 to 1 at the first step: after 2,000 steps a plain EMA of
+    # decay 0.999 still holds 0.999 ** 2000 = 14% of the start; a warmed-up one under 1%.
+    for warmup, left in ((False, 0.999**2000), (True, None)):
+        ema = jnp.zeros(())
+        for step in range(2000):
+            ema = ema_update(ema, jnp.ones(()), ema_decay_at(0.999, step, warmup))
+        if left is not None:
+            assert 1 - float(ema) == pytest.approx(left, rel=1e-3)
+        else:
+            assert 1 - float(ema) < 0.01
 
 
 def _quadratic():

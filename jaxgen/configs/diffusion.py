@@ -47,6 +47,7 @@ def get_config(arg=None):
         num_steps=1000,
         prediction="eps",  # eps | x0 | v
         ema_decay=0.9999,
+        ema_warmup=False,  # True: decay min(ema_decay, (1 + step) / (10 + step)), for short runs
         mixed_precision=False,  # True: bfloat16 compute, float32 parameters
         p_uncond=0.1,  # label dropout; used only when model.num_classes > 0
     )

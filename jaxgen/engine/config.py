@@ -127,6 +127,7 @@ ADDED_KEYS = {
     "data.caption_len": 12,
     "data.held_out": True,
     "data.seed": 0,
+    "diffusion.ema_warmup": False,
 }
 
 

@@ -59,7 +59,7 @@ from jaxgen.families.common import (
     make_optimizer,
     to_model_range,
 )
-from jaxgen.families.state import State, TrainState, gradient_step
+from jaxgen.families.state import State, TrainState, ema_decay_at, gradient_step
 from jaxgen.nn.text import TextEncoder
 from jaxgen.nn.unet import UNet
 
@@ -290,6 +290,8 @@ def validate_config(config) -> None:
     check_int(d.num_steps, "diffusion.num_steps", 2)
     if not 0 <= d.ema_decay <= 1:
         raise ConfigError(f"diffusion.ema_decay={d.ema_decay!r} must be in [0, 1]")
+    if not isinstance(d.get("ema_warmup", False), bool):
+        raise ConfigError(f"diffusion.ema_warmup={d.ema_warmup!r} must be True or False")
     if not isinstance(d.mixed_precision, bool):
         raise ConfigError(f"diffusion.mixed_precision={d.mixed_precision!r} must be True or False")
     if not 0 <= d.p_uncond <= 1:
@@ -433,7 +435,10 @@ def train_step(config, state: State, batch) -> tuple[State, dict]:
         return loss, loss
 
     model, loss, grad_norm = gradient_step(
-        state.model, make_optimizer(config.optimizer), objective, config.diffusion.ema_decay
+        state.model,
+        make_optimizer(config.optimizer),
+        objective,
+        ema_decay_at(config.diffusion.ema_decay, state.step, config.diffusion.get("ema_warmup")),
     )
     metrics = {"loss": loss, "grad_norm": grad_norm}
     if in_latent_space(config):

@@ -28,6 +28,19 @@ import optax
 global_norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.global_norm
 
 
+def ema_decay_at(decay, step, warmup: bool = False):
+    """The EMA decay for the update after ``step`` steps: ``decay``, or with ``warmup``
+    ``min(decay, (1 + step) / (10 + step))`` (TensorFlow's ``num_updates`` rule, which latent
+    diffusion's EMA uses). An EMA that starts at the initial parameters keeps ``decay ** n`` of
+    them after n steps (0.999 over 2,000 steps: 14%); warm-up lets it forget them early, which
+    matters for short runs and for outputs nothing clips (a zero-initialised last layer shrinks
+    every prediction by that share)."""
+    if not warmup:
+        return decay
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
 def ema_update(ema_params, params, decay):
     """``decay * ema + (1 - decay) * params``, leaf by leaf."""
     return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
