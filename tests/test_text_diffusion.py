@@ -85,10 +85,13 @@ def _randomised(params, seed=1):
 
 # ------------------------------------------------------------------------ the text encoder
 @pytest.mark.slow
-def test_padding_does_not_change_the_prediction(tok):
+@pytest.mark.parametrize("pooled", [False, True])
+def test_padding_does_not_change_the_prediction(tok, pooled):
     config = _config(tok)
+    config.model.pooled_context = pooled  # the caption's masked mean added to the time embedding
     state, _ = _state(config)
     params = _randomised(state.model.params)
+    assert ("context_emb" in params["unet"]) == pooled
     model = diffusion.build_model(config)
     x = jax.random.normal(jax.random.PRNGKey(3), (2, 4, 4, 1))
     t = jnp.array([0.3, 0.8])

@@ -67,6 +67,7 @@ def get_config(arg=None):
         c.model.num_res_blocks = 2
         c.model.attention_resolutions = (7,)
         c.model.context_resolutions = (7,)
+    c.model.pooled_context = False  # True: the caption's mean also joins the time embedding
     c.data.captions = dataset
     vocab = captions.caption_set(dataset).vocabulary()
     c.text = common.section(width=64, depth=2, heads=4, vocab_size=vocab.size)

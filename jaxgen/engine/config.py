@@ -128,6 +128,7 @@ ADDED_KEYS = {
     "data.held_out": True,
     "data.seed": 0,
     "diffusion.ema_warmup": False,
+    "model.pooled_context": False,
 }
 
 

@@ -162,6 +162,7 @@ def build_model(config) -> UNet | TextUNet:
         out_channels=space_shape(config)[-1],
         dtype=dtype,
         context_resolutions=tuple(m.get("context_resolutions", ())) if text else (),
+        pooled_context=bool(m.get("pooled_context", False)) and text,
     )
     if not text:
         return unet

@@ -18,7 +18,9 @@ Layout, for ``channel_mult = (m_0, .., m_{L-1})`` and base width ``channels``:
 With ``context_resolutions`` (feature-map sides) the features at those sides also attend to a
 ``context [B, L, D]`` (a text encoder's output, ``jaxgen.nn.text``) after every residual block
 and in the middle: cross-attention, padding keys masked by ``context_mask [B, L]``, its output
-projection starting at zero like the others.
+projection starting at zero like the others. With ``pooled_context`` the mean of the context
+over its unmasked tokens, through a dense layer, is also added to the time embedding, as Imagen
+adds a pooled text embedding: a global path to every residual block, as class labels have.
 
 GroupNorm uses 32 groups, or fewer for narrow layers so that every group keeps at least 4
 channels (see ``jaxgen.nn.layers.num_groups``). The residual block, down- and up-sampling
@@ -120,6 +122,7 @@ class UNet(nn.Module):
     dtype: Any = jnp.float32
     # Feature-map sides at which the features attend to ``context`` (cross-attention).
     context_resolutions: Sequence[int] = ()
+    pooled_context: bool = False  # add the context's masked mean to the time embedding
 
     @nn.compact
     def __call__(
@@ -157,6 +160,13 @@ class UNet(nn.Module):
             )
         if context is not None and context_mask is None:
             context_mask = jnp.ones(context.shape[:2], bool)
+        if self.pooled_context and context is not None:
+            weight = context_mask.astype(jnp.float32)[..., None]
+            pooled = jnp.sum(context.astype(jnp.float32) * weight, axis=1) / jnp.maximum(
+                jnp.sum(weight, axis=1), 1.0
+            )
+            dense = nn.Dense(emb_dim, dtype=dt, param_dtype=jnp.float32, name="context_emb")
+            emb = emb + dense(pooled.astype(dt))
         res = lambda f: ResBlock(f, self.dropout, dt)
 
         def attn():
