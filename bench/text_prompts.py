@@ -99,6 +99,11 @@ def negative_rows(sample_fn, evaluator, kind: str, scale: float, num: int) -> li
     return rows
 
 
+def not_footwear(row: dict) -> float:
+    """The share of a Fashion-MNIST row's samples read as no kind of footwear."""
+    return 1.0 - sum(row[name] for name in ("sandal", "sneaker", "ankle boot"))
+
+
 def grid(sample_fn, path: str, rows: list[str], negative: str, scale: float, ncol: int = 8):
     from jaxgen.engine.images import save_grid
 
@@ -150,12 +155,12 @@ def markdown(result: dict) -> str:
             f"Fashion-MNIST (`{part['workdir']}`), w = {part['scale']:g}, "
             f"{part['negative_num']} samples: the evaluator's share of each kind of footwear",
             "",
-            "| prompt | negative | sandal | sneaker | ankle boot |",
-            "|---|---|---|---|---|",
+            "| prompt | negative | sandal | sneaker | ankle boot | not footwear |",
+            "|---|---|---|---|---|---|",
         ]
         lines += [
             f"| {r['prompt']} | {r['negative'] or '(none)'} | {r['sandal']:.1%} | "
-            f"{r['sneaker']:.1%} | {r['ankle boot']:.1%} |"
+            f"{r['sneaker']:.1%} | {r['ankle boot']:.1%} | {not_footwear(r):.1%} |"
             for r in part["negative"]
         ]
     return "\n".join(lines) + "\n"
