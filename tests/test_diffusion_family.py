@@ -146,6 +146,7 @@ def test_bad_values_are_named(key, value, message):
         diffusion.validate_config(config)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warmup", [False, True])
 def test_the_ema_decay_of_the_first_step_follows_ema_warmup(warmup):
     config = _config()
