@@ -10,8 +10,10 @@ Runs (``runs/ldm_table/<name>``):
   4 and 2) on Fashion-MNIST and MNIST pairs, scored by their reconstructions of the test split
   (``python -m jaxgen.eval``: FD, KID, precision, recall on the evaluator's features; pairs
   have no evaluator of their own, so only their training figures);
-- latent models ``ldm_<data set>[_f2]`` (text, ``configs/ldm.py``) over them, and
-  ``ldm_fashion_mnist_uncond`` (unconditional) for the comparison with pixel diffusion;
+- latent models ``ldm_<data set>[_f2]`` (text, ``configs/ldm.py``) over them,
+  ``ldm_fashion_mnist_uncond`` (unconditional) for the comparison with pixel diffusion, and
+  ``ldm_mnist_pairs_cond`` (class-conditional, labels ``10 * left + right``), the control that
+  ``bench/text_prompts.py --pairs-cond`` reads beside the text model;
 - ``pixel_fashion_mnist``: pixel-space diffusion (``configs/diffusion.py:fashion_mnist,cpu``,
   unconditional) trained for the same wall time as ``ldm_fashion_mnist_uncond`` (its steps are
   that time times the pixel model's measured rate).
@@ -38,6 +40,7 @@ LATENT = {  # name: (config argument, first stage)
     "ldm_mnist_pairs": ("mnist_pairs", "kl_mnist_pairs"),
     "ldm_fashion_mnist": ("fashion_mnist", "kl_fashion_mnist"),
     "ldm_fashion_mnist_uncond": ("fashion_mnist,uncond", "kl_fashion_mnist"),
+    "ldm_mnist_pairs_cond": ("mnist_pairs,cond", "kl_mnist_pairs"),  # the control for text
     "ldm_mnist_pairs_f2": ("mnist_pairs,f2", "kl_mnist_pairs_f2"),
     "ldm_fashion_mnist_f2": ("fashion_mnist,f2", "kl_fashion_mnist_f2"),
 }

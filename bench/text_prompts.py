@@ -1,12 +1,18 @@
 """Prompt adherence and negative prompts of text-conditional latent diffusion (issue 29).
 
     python bench/text_prompts.py --pairs=runs/ldm_pairs [--fashion=runs/ldm_fashion] \\
-        [--scales=1,2,4,7.5,10] [--per-prompt=10] [--steps=20] [--grids]
+        [--pairs-cond=runs/ldm_pairs_cond] [--scales=1,2,4,7.5,10] [--per-prompt=10] \\
+        [--steps=20] [--grids]
 
 - **Adherence** (``--pairs``, a text model of ``mnist_pairs``): for each guidance scale, the
   share of samples the MNIST evaluator reads as the prompt's left and right digits, over four
   groups of prompts: the ordered templates used in training and the held-out ones, each over 20
   ordered pairs seen in training and over the five held-out pairs (``jaxgen.eval.prompts``).
+- **The class-conditional control** (``--pairs-cond``, ``configs/ldm.py:mnist_pairs,cond``
+  over the same first stage): the same reading for labels ``10 * left + right`` of the seen
+  pairs, so that what the latent model cannot draw is told apart from what the text path loses.
+  Every row also has ``swapped``: the share of samples of two different digits read in the
+  other order.
 - **Negative prompts**: pairs "two odd digits" with and without the negative prompt "9" (the
   share of samples with a 9 in either half); with ``--fashion``, "footwear" with and without
   "sneaker" (the evaluator's share of sandals, sneakers and ankle boots).
@@ -34,6 +40,7 @@ sys.path.insert(0, ROOT)
 from jaxgen.data import captions  # noqa: E402
 from jaxgen.eval import prompts as prompt_eval  # noqa: E402
 
+PARTS = ("pairs", "pairs_cond", "fashion")  # the results' parts, each from its own option
 FASHION_NAMES = (
     "T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
     "ankle boot",
@@ -61,6 +68,39 @@ def sampler(workdir: str, steps: int, batch: int, seed: int):
         return np.asarray(images)
 
     return sample_fn
+
+
+def class_sampler(workdir: str, steps: int, batch: int, seed: int):
+    """``sample_fn(labels, scale) -> images`` of the class-conditional model in ``workdir``."""
+    import jax
+
+    from jaxgen.engine import loop, sampling
+
+    setup, state = loop.restore_for_inference(workdir)
+
+    def sample_fn(labels, scale):
+        values = {"guidance": "cfg", "scale": float(scale), "steps": steps}
+        kwargs = sampling.prepare(setup, values, loop.restore_for_inference)
+        kwargs["label"] = np.asarray(labels, np.int32)
+        key = jax.random.PRNGKey(seed)
+        images, _ = sampling.generate(setup, state, key, len(labels), kwargs, batch=batch)
+        return np.asarray(images)
+
+    return sample_fn
+
+
+def control_rows(sample_fn, evaluator, scales, per_prompt: int) -> list[dict]:
+    """The class-conditional control over the seen pairs, at each scale (``per_prompt`` times
+    the five ordered train templates' samples a pair, as many as the text model's group)."""
+    rows = []
+    for scale in scales:
+        t0 = time.time()
+        pairs = prompt_eval.training_pairs(20)
+        result = prompt_eval.class_adherence(sample_fn, evaluator, pairs, 5 * per_prompt, scale)
+        rows.append({"scale": scale, "group": "classes, seen pairs", **result})
+        rows[-1]["s"] = time.time() - t0
+        print(f"w={scale:g} class control: {result['correct']:.1%}", flush=True)
+    return rows
 
 
 def adherence_rows(sample_fn, evaluator, scales, per_prompt: int) -> list[dict]:
@@ -117,8 +157,17 @@ def grid(sample_fn, path: str, rows: list[str], negative: str, scale: float, nco
     return path
 
 
+def _pair_row(r: dict) -> str:
+    swapped = f"{r['swapped']:.1%}" if "swapped" in r else "n/a"  # rows of earlier runs
+    return (
+        f"| {r['scale']:g} | {r['group']} | {r['correct']:.1%} | {r['left']:.1%} | "
+        f"{r['right']:.1%} | {swapped} | {r['samples']} |"
+    )
+
+
 def markdown(result: dict) -> str:
-    """The results page, from ``result``'s parts (``pairs``, ``fashion``; either may be absent)."""
+    """The results page, from ``result``'s parts (``pairs``, ``pairs_cond``, ``fashion``; any
+    may be absent)."""
     lines = ["# Prompts and negative prompts of text-conditional latent diffusion", ""]
     if "pairs" in result:
         part = result["pairs"]
@@ -127,14 +176,10 @@ def markdown(result: dict) -> str:
             f"{part['per_prompt']} samples a prompt): share of samples the MNIST evaluator "
             "reads as the prompt's digits",
             "",
-            "| w | group | both digits | left | right | samples |",
-            "|---|---|---|---|---|---|",
+            "| w | group | both digits | left | right | swapped | samples |",
+            "|---|---|---|---|---|---|---|",
         ]
-        lines += [
-            f"| {r['scale']:g} | {r['group']} | {r['correct']:.1%} | {r['left']:.1%} | "
-            f"{r['right']:.1%} | {r['samples']} |"
-            for r in part["adherence"]
-        ]
+        lines += [_pair_row(r) for r in part["adherence"]]
         lines += [
             "",
             f"Negative prompt at w = {part['best']:g} (the best scale above): share of samples "
@@ -148,6 +193,17 @@ def markdown(result: dict) -> str:
             f"{r['both_odd']:.1%} | {part['negative_num']} |"
             for r in part["negative"]
         ]
+    if "pairs_cond" in result:
+        part = result["pairs_cond"]
+        lines += [
+            "",
+            f"The class-conditional control (`{part['workdir']}`, labels `10 * left + right` of "
+            "the seen pairs): the same reading without text",
+            "",
+            "| w | group | both digits | left | right | swapped | samples |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [_pair_row(r) for r in part["adherence"]]
     if "fashion" in result:
         part = result["fashion"]
         lines += [
@@ -170,6 +226,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", default="", help="workdir of a text model of mnist_pairs")
     parser.add_argument("--fashion", default="", help="workdir of a text model of fashion_mnist")
+    parser.add_argument(
+        "--pairs-cond", default="", help="workdir of a class-conditional model of mnist_pairs"
+    )
     parser.add_argument("--scales", default="1,2,4,7.5,10")
     parser.add_argument("--per-prompt", type=int, default=10)
     parser.add_argument("--negative-num", type=int, default=500)
@@ -187,7 +246,7 @@ def main() -> None:
     result: dict = {}
     if os.path.exists(args.out + ".json"):
         with open(args.out + ".json") as f:
-            result = {k: v for k, v in json.load(f).items() if k in ("pairs", "fashion")}
+            result = {k: v for k, v in json.load(f).items() if k in PARTS}
     settings = {"steps": args.steps, "negative_num": args.negative_num, "seed": args.seed}
     if args.pairs:
         ev = evaluator_lib.load_for("mnist", allow_weak=args.allow_weak_evaluator)
@@ -206,6 +265,14 @@ def main() -> None:
         if args.grids:
             prompts = ["a 3 to the left of a 7", "two odd digits", "an even digit then a 9"]
             grid(fn, os.path.join(ROOT, "docs", "images", "ldm_pairs.png"), prompts, "9", best)
+    if args.pairs_cond:
+        ev = evaluator_lib.load_for("mnist", allow_weak=args.allow_weak_evaluator)
+        fn = class_sampler(args.pairs_cond, args.steps, args.batch, args.seed)
+        result["pairs_cond"] = {
+            "workdir": args.pairs_cond,
+            **settings,
+            "adherence": control_rows(fn, ev, scales, args.per_prompt),
+        }
     if args.fashion:
         ev = evaluator_lib.load_for("fashion_mnist", allow_weak=args.allow_weak_evaluator)
         fn = sampler(args.fashion, args.steps, args.batch, args.seed)

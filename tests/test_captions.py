@@ -304,3 +304,8 @@ def test_read_pairs_reads_each_half():
         fn, Brightness(), [("a", 3, 7), ("b", 0, 9), ("c", 5, 1)], 1, 1.0
     )
     assert result["correct"] == 2 / 3 and result["right"] == 2 / 3 and result["left"] == 1.0
+    assert result["swapped"] == 0.0
+    # A class-conditional model that draws each pair in the other order: every sample swapped.
+    swap = lambda labels, scale: images[[1, 0]]  # 90 and 73 drawn as 09 and 37  # noqa: E731
+    result = prompt_eval.class_adherence(swap, Brightness(), [(9, 0), (7, 3)], 1, 1.0)
+    assert result["correct"] == 0.0 and result["swapped"] == 1.0 and result["samples"] == 2

@@ -4,7 +4,8 @@
   correct when the MNIST evaluator reads its left half as the left digit and its right half as
   the right digit. Prompts come from the ordered templates (``captions.ORDERED``), both those
   used in training and the held-out ones, over ordered pairs seen in training and the held-out
-  pairs (``captions.HELD_OUT_PAIRS``).
+  pairs (``captions.HELD_OUT_PAIRS``). ``class_adherence`` scores a class-conditional pairs
+  model (label ``10 * left + right``) the same way: the control without text.
 - **Negative prompts**: the share of each class among samples of a prompt, with and without a
   negative prompt (Fashion-MNIST "footwear" without "sneaker"; pairs "two odd digits" without
   "9", counted in either half).
@@ -56,6 +57,24 @@ def read_pairs(evaluator, images) -> tuple[np.ndarray, np.ndarray]:
     return left, right
 
 
+def pair_scores(left, right, want_left, want_right) -> dict:
+    """How halves read as ``(left, right)`` match the wanted digits: both in order
+    (``correct``), each half, and ``swapped``, the share of samples of two different digits
+    read as the two in the other order (as often as ``correct`` when a model knows which digits
+    a prompt names but not where they go)."""
+    left, right = np.asarray(left), np.asarray(right)
+    want_left, want_right = np.asarray(want_left), np.asarray(want_right)
+    differ = want_left != want_right
+    swapped = (left == want_right) & (right == want_left) & differ
+    return {
+        "correct": float(np.mean((left == want_left) & (right == want_right))),
+        "left": float(np.mean(left == want_left)),
+        "right": float(np.mean(right == want_right)),
+        "swapped": float(swapped.sum() / max(int(differ.sum()), 1)),
+        "samples": len(left),
+    }
+
+
 def adherence(
     sample_fn: SampleFn,
     evaluator,
@@ -64,18 +83,30 @@ def adherence(
     scale: float,
     negative: str | None = None,
 ) -> dict:
-    """The share of samples read as the prompt's two digits in order, and of each half."""
+    """``pair_scores`` of ``per_prompt`` samples of each ``(prompt, left, right)``."""
     texts = [p for p, _, _ in prompts for _ in range(per_prompt)]
     images = sample_fn(texts, negative, scale)
     left, right = read_pairs(evaluator, images)
     want_left = np.repeat([a for _, a, _ in prompts], per_prompt)
     want_right = np.repeat([b for _, _, b in prompts], per_prompt)
-    return {
-        "correct": float(np.mean((left == want_left) & (right == want_right))),
-        "left": float(np.mean(left == want_left)),
-        "right": float(np.mean(right == want_right)),
-        "samples": len(texts),
-    }
+    return pair_scores(left, right, want_left, want_right)
+
+
+def class_adherence(
+    sample_fn: Callable[[np.ndarray, float], np.ndarray],
+    evaluator,
+    pairs: Sequence[tuple[int, int]],
+    per_pair: int,
+    scale: float,
+) -> dict:
+    """``pair_scores`` of a class-conditional pairs model (label ``10 * left + right``):
+    ``sample_fn(labels, scale) -> images``. The control for a text model over the same latents:
+    the same placing of digits without any text."""
+    want_left = np.repeat([a for a, _ in pairs], per_pair)
+    want_right = np.repeat([b for _, b in pairs], per_pair)
+    images = sample_fn(10 * want_left + want_right, scale)
+    left, right = read_pairs(evaluator, images)
+    return pair_scores(left, right, want_left, want_right)
 
 
 def class_shares(evaluator, images, classes: int) -> np.ndarray:
