@@ -17,7 +17,7 @@
   share of samples with a 9 in either half); with ``--fashion``, "footwear" with and without
   "sneaker" (the evaluator's share of sandals, sneakers and ankle boots).
 - ``--grids``: ``docs/images/ldm_<name>.png``, one row per prompt, without then with the
-  negative prompt.
+  negative prompt (``--out=bench/results/text_prompts_f2``: ``ldm_<name>_f2.png``).
 
 Writes ``bench/results/text_prompts.md`` and ``.json``; a run of one part keeps the other's
 figures from the last run. Every sample is made with DPM-Solver++ (``--steps`` model calls) and
@@ -242,6 +242,9 @@ def main() -> None:
     from jaxgen.eval import evaluator as evaluator_lib
 
     scales = [float(s) for s in args.scales.split(",")]
+    # --out=bench/results/text_prompts_f2 draws docs/images/ldm_pairs_f2.png, and so on.
+    name = os.path.basename(args.out)
+    suffix = name[len("text_prompts") :] if name.startswith("text_prompts") else f"_{name}"
     # A run of one part keeps the other's figures from the last run.
     result: dict = {}
     if os.path.exists(args.out + ".json"):
@@ -264,7 +267,8 @@ def main() -> None:
         }
         if args.grids:
             prompts = ["a 3 to the left of a 7", "two odd digits", "an even digit then a 9"]
-            grid(fn, os.path.join(ROOT, "docs", "images", "ldm_pairs.png"), prompts, "9", best)
+            path = os.path.join(ROOT, "docs", "images", f"ldm_pairs{suffix}.png")
+            grid(fn, path, prompts, "9", best)
     if args.pairs_cond:
         ev = evaluator_lib.load_for("mnist", allow_weak=args.allow_weak_evaluator)
         fn = class_sampler(args.pairs_cond, args.steps, args.batch, args.seed)
@@ -286,7 +290,7 @@ def main() -> None:
         }
         if args.grids:
             prompts = ["footwear", "a top", "a photo of a bag"]
-            path = os.path.join(ROOT, "docs", "images", "ldm_fashion.png")
+            path = os.path.join(ROOT, "docs", "images", f"ldm_fashion{suffix}.png")
             grid(fn, path, prompts, "sneaker", scale)
     with open(args.out + ".json", "w") as f:
         json.dump(result, f, indent=1)
