@@ -47,55 +47,57 @@ FASHION_NAMES = (
 )  # fmt: skip
 
 
-def sampler(workdir: str, steps: int, batch: int, seed: int):
-    """``sample_fn(texts, negative, scale) -> images`` of the text model in ``workdir``."""
+def _generator(workdir: str, steps: int, batch: int, seed: int):
+    """``(setup, generate(num, scale, condition) -> images)`` for the model in ``workdir``,
+    guided by classifier-free guidance; ``condition`` holds its tokens or labels."""
     import jax
 
     from jaxgen.engine import loop, sampling
 
     setup, state = loop.restore_for_inference(workdir)
+
+    def generate(num, scale, condition):
+        values = {"guidance": "cfg", "scale": float(scale), "steps": steps}
+        kwargs = sampling.prepare(setup, values, loop.restore_for_inference)
+        kwargs.update(condition)
+        key = jax.random.PRNGKey(seed)
+        images, _ = sampling.generate(setup, state, key, num, kwargs, batch=batch)
+        return np.asarray(images)
+
+    return setup, generate
+
+
+def sampler(workdir: str, steps: int, batch: int, seed: int):
+    """``sample_fn(texts, negative, scale) -> images`` of the text model in ``workdir``."""
+    setup, generate = _generator(workdir, steps, batch, seed)
     vocab = captions.Vocabulary.load(workdir)
     length = setup.config.data.caption_len
 
     def sample_fn(texts, negative, scale):
-        values = {"guidance": "cfg", "scale": float(scale), "steps": steps}
-        kwargs = sampling.prepare(setup, values, loop.restore_for_inference)
-        kwargs["text"] = vocab.encode_all(list(texts), length, "prompt")
+        condition = {"text": vocab.encode_all(list(texts), length, "prompt")}
         if negative is not None:
-            kwargs["negative_text"] = vocab.encode_all([negative] * len(texts), length, "negative")
-        key = jax.random.PRNGKey(seed)
-        images, _ = sampling.generate(setup, state, key, len(texts), kwargs, batch=batch)
-        return np.asarray(images)
+            negatives = [negative] * len(texts)
+            condition["negative_text"] = vocab.encode_all(negatives, length, "negative")
+        return generate(len(texts), scale, condition)
 
     return sample_fn
 
 
 def class_sampler(workdir: str, steps: int, batch: int, seed: int):
     """``sample_fn(labels, scale) -> images`` of the class-conditional model in ``workdir``."""
-    import jax
-
-    from jaxgen.engine import loop, sampling
-
-    setup, state = loop.restore_for_inference(workdir)
-
-    def sample_fn(labels, scale):
-        values = {"guidance": "cfg", "scale": float(scale), "steps": steps}
-        kwargs = sampling.prepare(setup, values, loop.restore_for_inference)
-        kwargs["label"] = np.asarray(labels, np.int32)
-        key = jax.random.PRNGKey(seed)
-        images, _ = sampling.generate(setup, state, key, len(labels), kwargs, batch=batch)
-        return np.asarray(images)
-
-    return sample_fn
+    _, generate = _generator(workdir, steps, batch, seed)
+    return lambda labels, scale: generate(
+        len(labels), scale, {"label": np.asarray(labels, np.int32)}
+    )
 
 
 def control_rows(sample_fn, evaluator, scales, per_prompt: int) -> list[dict]:
     """The class-conditional control over the seen pairs, at each scale (``per_prompt`` times
     the five ordered train templates' samples a pair, as many as the text model's group)."""
     rows = []
+    pairs = prompt_eval.training_pairs(20)
     for scale in scales:
         t0 = time.time()
-        pairs = prompt_eval.training_pairs(20)
         result = prompt_eval.class_adherence(sample_fn, evaluator, pairs, 5 * per_prompt, scale)
         rows.append({"scale": scale, "group": "classes, seen pairs", **result})
         rows[-1]["s"] = time.time() - t0
