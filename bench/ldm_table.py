@@ -13,7 +13,9 @@ Runs (``runs/ldm_table/<name>``):
 - latent models ``ldm_<data set>[_f2]`` (text, ``configs/ldm.py``) over them,
   ``ldm_fashion_mnist_uncond`` (unconditional) for the comparison with pixel diffusion, and
   ``ldm_mnist_pairs_cond`` (class-conditional, labels ``10 * left + right``), the control that
-  ``bench/text_prompts.py --pairs-cond`` reads beside the text model;
+  ``bench/text_prompts.py --pairs-cond`` reads beside the text model. These first models
+  predict eps (``EPS``, pinned so that they retrain as they were); the ``_v`` runs and
+  ``ldm_fashion_mnist_f2`` use the recipe's v;
 - ``pixel_fashion_mnist``: pixel-space diffusion (``configs/diffusion.py:fashion_mnist,cpu``,
   unconditional) trained for the same wall time as ``ldm_fashion_mnist_uncond`` (its steps are
   that time times the pixel model's measured rate).
@@ -36,13 +38,17 @@ FIRST_STAGES = {  # name: (config argument, data set)
     "kl_mnist_pairs": ("mnist_pairs", "mnist_pairs"),
     "kl_mnist_pairs_f2": ("mnist_pairs,f2", "mnist_pairs"),
 }
-LATENT = {  # name: (config argument, first stage)
-    "ldm_mnist_pairs": ("mnist_pairs", "kl_mnist_pairs"),
-    "ldm_fashion_mnist": ("fashion_mnist", "kl_fashion_mnist"),
-    "ldm_fashion_mnist_uncond": ("fashion_mnist,uncond", "kl_fashion_mnist"),
-    "ldm_mnist_pairs_cond": ("mnist_pairs,cond", "kl_mnist_pairs"),  # the control for text
-    "ldm_mnist_pairs_f2": ("mnist_pairs,f2", "kl_mnist_pairs_f2"),
-    "ldm_fashion_mnist_f2": ("fashion_mnist,f2", "kl_fashion_mnist_f2"),
+EPS = "--config.diffusion.prediction=eps"  # the first models, before configs/ldm.py chose v
+LATENT = {  # name: (config argument, first stage, flags)
+    "ldm_mnist_pairs": ("mnist_pairs", "kl_mnist_pairs", EPS),
+    "ldm_fashion_mnist": ("fashion_mnist", "kl_fashion_mnist", EPS),
+    "ldm_fashion_mnist_v": ("fashion_mnist", "kl_fashion_mnist", ""),
+    "ldm_fashion_mnist_uncond": ("fashion_mnist,uncond", "kl_fashion_mnist", EPS),
+    "ldm_mnist_pairs_cond": ("mnist_pairs,cond", "kl_mnist_pairs", EPS),  # the control for text
+    "ldm_mnist_pairs_v": ("mnist_pairs", "kl_mnist_pairs", ""),
+    "ldm_mnist_pairs_f2": ("mnist_pairs,f2", "kl_mnist_pairs_f2", EPS),
+    "ldm_mnist_pairs_f2_v": ("mnist_pairs,f2", "kl_mnist_pairs_f2", ""),
+    "ldm_fashion_mnist_f2": ("fashion_mnist,f2", "kl_fashion_mnist_f2", ""),
 }
 PIXEL = "pixel_fashion_mnist"
 SCORED = ("kl_fashion_mnist", "kl_fashion_mnist_f2", "ldm_fashion_mnist_uncond", PIXEL)
@@ -102,9 +108,9 @@ def run_missing(where: harness.Runs) -> None:
                     where.evaluate(name, f"--workdir={workdir}", dataset, num=10_000)
                 else:
                     read_reconstructions(where, name)
-        for name, (arg, first) in LATENT.items():
-            if name.endswith("_f2") == bool(factor):
-                where.train(name, "ldm", arg, first_stage=where.workdir(first))
+        for name, (arg, first, flags) in LATENT.items():
+            if ("_f2" in name) == bool(factor):
+                where.train(name, "ldm", arg, flags, first_stage=where.workdir(first))
         if not factor:
             latent = where.workdir("ldm_fashion_mnist_uncond")
             _, wall_s = harness.train_info(latent)
@@ -130,6 +136,8 @@ def rows(where: harness.Runs) -> list[dict]:
         train = [r for r in harness.metrics_rows(workdir) if r.get("split") == "train"]
         rates = [r["examples_per_s"] for r in train[1:] if "examples_per_s" in r]
         row = {"run": name, "steps": steps, "train_s": wall_s}
+        with open(os.path.join(workdir, "config.json")) as f:
+            row["prediction"] = json.load(f).get("diffusion", {}).get("prediction")
         row["train_img_s"] = sorted(rates)[len(rates) // 2] if rates else None
         path = where.eval_json(name)
         if os.path.exists(path):
@@ -158,15 +166,16 @@ def table(found: list[dict]) -> str:
         "reconstructions of the test split, of a generator's samples. img/s: the median of the "
         "train log's rows; sampling, 20 DPM-Solver++ steps with decoding. read: the share of a "
         "pairs first stage's reconstructions of 2,000 test pairs whose two digits the MNIST "
-        "evaluator reads right.",
+        "evaluator reads right. prediction: what a diffusion model is trained to predict.",
         "",
-        "| run | steps | train s | train img/s | FD | KID | precision | recall | read | "
-        "sample img/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| run | prediction | steps | train s | train img/s | FD | KID | precision | recall | "
+        "read | sample img/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in found:
         lines.append(
-            f"| {r['run']} | {r['steps']} | {r['train_s']:.0f} | {_fmt(r['train_img_s'], '.0f')} "
+            f"| {r['run']} | {r.get('prediction') or ''} | {r['steps']} | {r['train_s']:.0f} | "
+            f"{_fmt(r['train_img_s'], '.0f')} "
             f"| {_fmt(r.get('fd'), '.1f')} | {_fmt(r.get('kid'), '.3f')} | "
             f"{_fmt(r.get('precision'), '.2f')} | {_fmt(r.get('recall'), '.2f')} | "
             f"{_fmt(r.get('read'), '.1%')} | {_fmt(r.get('sample_img_s'), '.0f')} |"

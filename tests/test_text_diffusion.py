@@ -232,7 +232,10 @@ def test_a_tiny_text_model_learns(tok):
     for k in range(100):
         state, metrics = step(state, _batch(config, k))
         losses.append(float(metrics["loss"]))
-    assert np.mean(losses[-20:]) < 0.6 * np.mean(losses[:10]), losses
+    # The recipe predicts v, whose loss keeps a floor where noise hides x0 (a v loss of 1.04
+    # falls to 0.76 here; eps fell below 0.6 of its start); an untrained model stays near 1.
+    assert config.diffusion.prediction == "v"
+    assert np.mean(losses[-20:]) < 0.85 * np.mean(losses[:10]), losses
 
 
 # ------------------------------------------------------------------------ the flags

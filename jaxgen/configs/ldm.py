@@ -15,12 +15,14 @@ is read from ``runs/autoencoder_kl_<data set>`` unless ``first_stage.workdir`` s
 
 The UNet works on the latent grid: at factor 4 (7x7x4, pairs 7x14x4) one level of 64 channels,
 two residual blocks, self-attention and cross-attention at 7; at factor 2 (``f2``: 14x14x2)
-levels of 64 and 128 channels, attention at 7, cross-attention at 14 and 7. Noise prediction on
-the linear 1000-step schedule; ``diffusion.latent_scale = 0`` measures ``1 / std`` of the first
-batch's latents (``scale_by_std``). 4,000 Adam steps at 1e-3 (200 warm-up, cosine decay), batch
-64 (pairs: 32, the same pixels a step), EMA 0.999. Captions are dropped to the empty prompt with
-probability 0.1; samples use classifier-free guidance at w = 7.5 by default, as the notes and
-Stable Diffusion do (``--scale`` changes it).
+levels of 64 and 128 channels, attention at 7, cross-attention at 14 and 7. The linear 1000-step
+schedule, the model trained to predict ``v = alpha eps - sigma x0`` (Salimans and Ho 2022): with
+``eps`` the loss hardly weighs the noise levels where the digits and their places are decided,
+and the condition went unlearned (``docs/families/latent.md``). ``diffusion.latent_scale = 0``
+measures ``1 / std`` of the first batch's latents (``scale_by_std``). 4,000 Adam steps at 1e-3
+(200 warm-up, cosine decay), batch 64 (pairs: 32, the same pixels a step), EMA 0.999. Captions
+are dropped to the empty prompt with probability 0.1; samples use classifier-free guidance at
+w = 7.5 by default, as the notes and Stable Diffusion do (``--scale`` changes it).
 
 Variants:
 - ``cond``: class-conditional on the labels instead of text (pairs: 100 classes, ``10 * left +
@@ -52,6 +54,10 @@ def get_config(arg=None):
     suffix = "_f2" if "f2" in variants else ""
     c.first_stage.workdir = f"runs/autoencoder_kl_{dataset}{suffix}"
     c.diffusion.latent_scale = 0.0  # 0: 1 / std of the first batch's latents
+    # v, not eps: an eps loss weighs the clean image's error by SNR, about 0.01 where the layout
+    # is decided, so 4,000 steps learned almost nothing of the condition (MNIST pairs: 2% of
+    # class-conditional samples right with eps, 84.5% with v; bench/results/condition_gap.md).
+    c.diffusion.prediction = "v"
     c.sampler.thresholding = False  # latents are not pixels
     # The UNet on the latent grid (module docstring).
     c.model.dropout = 0.0
