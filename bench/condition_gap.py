@@ -20,16 +20,17 @@ Each prediction type's loss weighs the clean image's squared error by ``SNR`` (e
 (v) or 1 (x0), so the same gap in the image is a far smaller loss at high noise for an eps model:
 the ``loss`` columns are what training sees at each noise level.
 
-Writes ``bench/results/condition_gap.md`` and ``.json`` (``--out`` changes the name).
+Writes ``bench/results/condition_gap.md`` and ``.json`` (``--out`` names another table); a
+run keeps the rows of workdirs it does not measure.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
+import harness
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,17 +118,18 @@ def markdown(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = harness.parser(__doc__)
     parser.add_argument("workdirs", nargs="+")
     parser.add_argument("--num", type=int, default=512)
-    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "condition_gap"))
     args = parser.parse_args()
     from jaxgen.engine import checkpoint as ckpt_lib
 
+    path = harness.out_path(args, "condition_gap")
     result = {}
-    if os.path.exists(args.out + ".json"):  # other workdirs keep their rows
-        with open(args.out + ".json") as f:
-            result = json.load(f)
+    json_path = os.path.splitext(path)[0] + ".json"
+    if os.path.exists(json_path):  # other workdirs keep their rows
+        with open(json_path) as f:
+            result = json.load(f)["results"]
     for workdir in args.workdirs:
         config = ckpt_lib.load_config(workdir, "workdir")
         rows = gaps(workdir, args.num)
@@ -136,11 +138,8 @@ def main() -> None:
             "examples": args.num,
             "rows": rows,
         }
-    with open(args.out + ".json", "w") as f:
-        json.dump(result, f, indent=1)
-    with open(args.out + ".md", "w") as f:
-        f.write(markdown(result))
-    print(f"wrote {args.out}.md and .json")
+    harness.write_results(path, markdown(result), result)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

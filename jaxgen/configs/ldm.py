@@ -55,8 +55,9 @@ def get_config(arg=None):
     c.first_stage.workdir = f"runs/autoencoder_kl_{dataset}{suffix}"
     c.diffusion.latent_scale = 0.0  # 0: 1 / std of the first batch's latents
     # v, not eps: an eps loss weighs the clean image's error by SNR, about 0.01 where the layout
-    # is decided, so 4,000 steps learned almost nothing of the condition (MNIST pairs: 2% of
-    # class-conditional samples right with eps, 84.5% with v; bench/results/condition_gap.md).
+    # is decided, so 4,000 steps learned almost nothing of the condition (a pixel-space control
+    # on MNIST pairs, 100 classes: 2% of samples right with eps, 84.5% with v;
+    # bench/results/condition_gap.md).
     c.diffusion.prediction = "v"
     c.sampler.thresholding = False  # latents are not pixels
     # The UNet on the latent grid (module docstring).
