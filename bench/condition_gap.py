@@ -28,13 +28,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
-import harness
+import harness  # puts the repository on sys.path
 import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 TIMES = (0.1, 0.3, 0.5, 0.7, 0.85, 0.95)
 
