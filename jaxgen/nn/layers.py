@@ -68,12 +68,18 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
     ``q: [B, Tq, H, D]``, ``k, v: [B, Tk, H, D]`` -> ``[B, Tq, H, D]``. ``mask`` (bool,
     broadcastable to ``[Tq, Tk]``; True = may attend) sets the other logits to ``MASKED_LOGIT``.
     Logits and softmax are float32 whatever the compute dtype; the weights return to ``v``'s.
+
+    The heads move next to the batch first, so that both products are plain batched matrix
+    products: contracting ``[B, T, H, D]`` in place made XLA's CPU backend 5x slower forward
+    (``bench/results/attention_layout.md``).
     """
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / np.sqrt(q.shape[-1])
+    q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))  # [B, H, T, D]
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
+    logits = logits / np.sqrt(q.shape[-1])
     if mask is not None:
         logits = jnp.where(mask, logits, MASKED_LOGIT)
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    return jnp.swapaxes(jnp.einsum("bhqk,bhkd->bhqd", weights, v), 1, 2)
 
 
 def group_norm(channels: int, dtype: Any) -> nn.GroupNorm:

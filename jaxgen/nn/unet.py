@@ -54,6 +54,7 @@ from jaxgen.nn.layers import (
     Downsample,
     ResBlock,
     Upsample,
+    attention,
     conv,
     group_norm,
     num_groups,
@@ -90,9 +91,7 @@ class AttentionBlock(nn.Module):
         dense = lambda name: nn.Dense(c, dtype=self.dtype, param_dtype=jnp.float32, name=name)
         split = lambda a: a.reshape(b, hgt * wid, self.num_heads, head)
         q, k, v = (split(dense(n)(h)) for n in ("query", "key", "value"))
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-        weights = jax.nn.softmax(logits / math.sqrt(head), axis=-1).astype(self.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, hgt * wid, c)
+        out = attention(q, k, v).reshape(b, hgt * wid, c)
         out = nn.Dense(
             c,
             dtype=self.dtype,
