@@ -79,7 +79,7 @@ bench: $(STAMP)
 	set -e; export BENCH_QUICK_DIR="$${BENCH_QUICK_DIR:-runs/bench_quick}"; \
 	rm -rf "$$BENCH_QUICK_DIR/runs" "$$BENCH_QUICK_DIR/images"; \
 	for s in vae_throughput vqvae_throughput gan_throughput vqgan_throughput prior_throughput \
-	  diffusion_throughput diffusion_solver_error vqvae_restarts input_pipeline; do \
+	  diffusion_throughput diffusion_solver_error vqvae_restarts input_pipeline attention_layout; do \
 	  echo "== bench/$$s.py --quick"; $(PY) bench/$$s.py --quick; done; \
 	for s in vqgan_compare prior_compare eval_table ldm_table; do \
 	  echo "== bench/$$s.py --run --quick"; $(PY) bench/$$s.py --run --quick; done; \

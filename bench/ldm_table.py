@@ -14,21 +14,26 @@ Runs (``runs/ldm_table/<name>``):
   ``ldm_fashion_mnist_uncond`` (unconditional) for the comparison with pixel diffusion, and
   ``ldm_mnist_pairs_cond`` (class-conditional, labels ``10 * left + right``), the control that
   ``bench/text_prompts.py --pairs-cond`` reads beside the text model. These first models
-  predict eps (``EPS``, pinned so that they retrain as they were); the ``_v`` runs and
-  ``ldm_fashion_mnist_f2`` use the recipe's v;
+  predict eps (``EPS``, pinned so that they retrain as they were); the ``_v`` runs,
+  ``ldm_fashion_mnist_f2`` and ``ldm_fashion_mnist_uncond_small`` (the ``small`` UNet, twice
+  the steps in about the same time) use the recipe's v. ``ldm_mnist_pairs_v`` was trained
+  before the captions gained the one-side templates ("a 7 on the right");
+  ``ldm_mnist_pairs_v_sides`` with them (retrained now, the two are the same recipe);
 - ``pixel_fashion_mnist``: pixel-space diffusion (``configs/diffusion.py:fashion_mnist,cpu``,
   unconditional) trained for the same wall time as ``ldm_fashion_mnist_uncond`` (its steps are
   that time times the pixel model's measured rate).
 
 Table: ``bench/results/ldm_table.md`` (figures in ``.json``): per run its train wall time and
-img/s, and for the unconditional pair FD, KID, precision, recall and sampling img/s (20
-DPM-Solver++ steps, decoding included) at N = 10,000. Prompt adherence and negative prompts are
-``bench/text_prompts.py``'s, over the text models here.
+img/s, and for the unconditional models FD, KID, precision, recall and sampling img/s (20
+DPM-Solver++ steps, decoding included) at N = 10,000, and their sampling rates measured again
+in one process, in turns, with the ratio to the pixel model (``sampling_rates``). Prompt
+adherence and negative prompts are ``bench/text_prompts.py``'s, over the text models here.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 import harness
 
@@ -44,14 +49,16 @@ LATENT = {  # name: (config argument, first stage, flags)
     "ldm_fashion_mnist": ("fashion_mnist", "kl_fashion_mnist", EPS),
     "ldm_fashion_mnist_v": ("fashion_mnist", "kl_fashion_mnist", ""),
     "ldm_fashion_mnist_uncond": ("fashion_mnist,uncond", "kl_fashion_mnist", EPS),
+    "ldm_fashion_mnist_uncond_small": ("fashion_mnist,uncond,small", "kl_fashion_mnist", ""),
     "ldm_mnist_pairs_cond": ("mnist_pairs,cond", "kl_mnist_pairs", EPS),  # the control for text
-    "ldm_mnist_pairs_v": ("mnist_pairs", "kl_mnist_pairs", ""),
+    "ldm_mnist_pairs_v": ("mnist_pairs", "kl_mnist_pairs", ""),  # before the one-side templates
+    "ldm_mnist_pairs_v_sides": ("mnist_pairs", "kl_mnist_pairs", ""),  # with them
     "ldm_mnist_pairs_f2": ("mnist_pairs,f2", "kl_mnist_pairs_f2", EPS),
     "ldm_mnist_pairs_f2_v": ("mnist_pairs,f2", "kl_mnist_pairs_f2", ""),
     "ldm_fashion_mnist_f2": ("fashion_mnist,f2", "kl_fashion_mnist_f2", ""),
 }
 PIXEL = "pixel_fashion_mnist"
-SCORED = ("kl_fashion_mnist", "kl_fashion_mnist_f2", "ldm_fashion_mnist_uncond", PIXEL)
+UNCOND = tuple(name for name in LATENT if "_uncond" in name)  # scored against PIXEL
 
 
 def pixel_rate(seconds: float = 20.0) -> float:
@@ -97,6 +104,50 @@ def read_reconstructions(where: harness.Runs, name: str, num: int = 2_000) -> di
         return json.load(f)
 
 
+def sampling_rates(where: harness.Runs, names, batch: int = 500, repeats: int = 3) -> dict:
+    """Sampling img/s of the unconditional models ``names`` measured in one process, in turns
+    (after a compiling call, one call of each model a round for ``repeats`` rounds; the
+    median), so that their ratios compare like with like on a shared machine. A call is one
+    compiled ``family.sample`` of ``batch`` images with the config's sampler (20 DPM-Solver++
+    steps), decoding included.
+    Cached in ``evals/sampling_rates.json`` for the same names."""
+    import json
+
+    out = where.eval_json("sampling_rates")
+    if os.path.exists(out):
+        with open(out) as f:
+            cached = json.load(f)
+        if cached["names"] == list(names):
+            return cached
+    import jax
+
+    from jaxgen.engine import loop, sampling
+
+    calls = {}
+    for name in names:
+        setup, state = loop.restore_for_inference(where.workdir(name))
+        kwargs = sampling.prepare(setup, {}, loop.restore_for_inference)
+        fn = jax.jit(
+            lambda state, rng, setup=setup, kw=kwargs: setup.family.sample(
+                setup.config, state, rng, batch, **kw
+            )
+        )
+        calls[name] = (fn, state)
+        jax.block_until_ready(fn(state, jax.random.PRNGKey(0)))  # compile
+    times = {name: [] for name in names}
+    for r in range(repeats):
+        for name, (fn, state) in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(state, jax.random.PRNGKey(1 + r)))
+            times[name].append(time.perf_counter() - t0)
+    rates = {name: batch / sorted(t)[len(t) // 2] for name, t in times.items()}
+    result = {"names": list(names), "batch": batch, "repeats": repeats, "img_s": rates}
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f)
+    return result
+
+
 def run_missing(where: harness.Runs) -> None:
     """Train and score what is missing, factor 4 first (the text models and the comparison with
     pixel diffusion), then factor 2."""
@@ -118,16 +169,22 @@ def run_missing(where: harness.Runs) -> None:
             where.train(
                 PIXEL, "diffusion", "fashion_mnist,cpu", f"--config.train.num_steps={steps}"
             )
-            for name in ("ldm_fashion_mnist_uncond", PIXEL):
+            for name in (*UNCOND, PIXEL):
                 where.evaluate(
                     name, f"--workdir={where.workdir(name)}", "fashion_mnist", num=10_000
                 )
+            sampling_rates(where, (PIXEL, *UNCOND), batch=8 if where.quick else 500)
 
 
 def rows(where: harness.Runs) -> list[dict]:
     import json
 
     out = []
+    sampling = {}
+    path = where.eval_json("sampling_rates")
+    if os.path.exists(path):
+        with open(path) as f:
+            sampling = json.load(f)["img_s"]
     for name in [*FIRST_STAGES, *LATENT, PIXEL]:
         workdir = where.workdir(name)
         if not harness.finished(workdir):
@@ -145,6 +202,9 @@ def rows(where: harness.Runs) -> list[dict]:
                 scored = json.load(f)
             row.update(scored["metrics"])
             row["sample_img_s"] = scored.get("samples_per_s")
+        if name in sampling:
+            row["sample_img_s_one_run"] = sampling[name]
+            row["x_pixel"] = sampling[name] / sampling[PIXEL] if PIXEL in sampling else None
         path = where.eval_json(name + "_read")
         if os.path.exists(path):
             with open(path) as f:
@@ -164,13 +224,15 @@ def table(found: list[dict]) -> str:
         "`python bench/ldm_table.py --run` (runs in the module docstring). FD, KID, precision "
         "and recall at N = 10,000 on the Fashion-MNIST evaluator's features: of a first stage's "
         "reconstructions of the test split, of a generator's samples. img/s: the median of the "
-        "train log's rows; sampling, 20 DPM-Solver++ steps with decoding. read: the share of a "
+        "train log's rows; sampling, 20 DPM-Solver++ steps with decoding, as the scoring run "
+        "measured it (separate runs), and measured in one process in turns (one run; x pixel: "
+        "the ratio to the pixel model there). read: the share of a "
         "pairs first stage's reconstructions of 2,000 test pairs whose two digits the MNIST "
         "evaluator reads right. prediction: what a diffusion model is trained to predict.",
         "",
         "| run | prediction | steps | train s | train img/s | FD | KID | precision | recall | "
-        "read | sample img/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "read | sample img/s | sample img/s, one run | x pixel |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in found:
         lines.append(
@@ -178,7 +240,8 @@ def table(found: list[dict]) -> str:
             f"{_fmt(r['train_img_s'], '.0f')} "
             f"| {_fmt(r.get('fd'), '.1f')} | {_fmt(r.get('kid'), '.3f')} | "
             f"{_fmt(r.get('precision'), '.2f')} | {_fmt(r.get('recall'), '.2f')} | "
-            f"{_fmt(r.get('read'), '.1%')} | {_fmt(r.get('sample_img_s'), '.0f')} |"
+            f"{_fmt(r.get('read'), '.1%')} | {_fmt(r.get('sample_img_s'), '.0f')} | "
+            f"{_fmt(r.get('sample_img_s_one_run'), '.0f')} | {_fmt(r.get('x_pixel'), '.1f')} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -115,11 +115,19 @@ def adherence_rows(sample_fn, evaluator, scales, per_prompt: int) -> list[dict]:
             captions.HELD_OUT_PAIRS, True
         ),
     }
+    by = {  # the held-out templates are also scored one by one
+        "held-out templates, seen pairs": prompt_eval.pair_prompt_templates(seen, True),
+        "held-out templates, held-out pairs": prompt_eval.pair_prompt_templates(
+            captions.HELD_OUT_PAIRS, True
+        ),
+    }
     rows = []
     for scale in scales:
         for group, prompts in groups.items():
             t0 = time.time()
-            result = prompt_eval.adherence(sample_fn, evaluator, prompts, per_prompt, scale)
+            result = prompt_eval.adherence(
+                sample_fn, evaluator, prompts, per_prompt, scale, by=by.get(group)
+            )
             rows.append({"scale": scale, "group": group, **result, "s": time.time() - t0})
             print(f"w={scale:g} {group}: {result['correct']:.1%}", flush=True)
     return rows
@@ -182,6 +190,20 @@ def markdown(result: dict) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         lines += [_pair_row(r) for r in part["adherence"]]
+        one_by_one = [
+            {**scores, "scale": r["scale"], "group": f"{r['group'].split(',')[1].strip()}: {t}"}
+            for r in part["adherence"]
+            for t, scores in r.get("by", {}).items()
+        ]
+        if one_by_one:
+            lines += [
+                "",
+                "The held-out templates one by one (the same samples)",
+                "",
+                "| w | pairs: template | both digits | left | right | swapped | samples |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            lines += [_pair_row(r) for r in one_by_one]
         lines += [
             "",
             f"Negative prompt at w = {part['best']:g} (the best scale above): share of samples "

@@ -66,6 +66,10 @@ def pair_facts(caption):
     if m:
         p, q = parity[m[1]], parity[m[2]]
         return lambda a, b: a % 2 == p and b % 2 == q
+    m = re.match(rf"^{ART} {D} on the (left|right)$", c)
+    if m:
+        x, side = _digit(m[1], m[2]), m[3]
+        return lambda a, b: (a if side == "left" else b) == x
     m = re.match(rf"^one of the digits is {ART} {D}$", c)
     if m:
         x = _digit(m[1], m[2])
@@ -283,6 +287,12 @@ def test_adherence_prompts_name_their_pair_in_order_and_keep_held_out_kinds_apar
             assert holds(a, b), text
             assert a == b or not holds(b, a), text  # the order is part of the prompt
             assert any(re.match(p, text) for p in held) == held_out, text
+        # Each prompt's template, in the same order: the prompt matches it and no other.
+        templates = prompt_eval.pair_prompt_templates(seen, held_out)
+        assert len(templates) == len(prompts)
+        for (text, _, _), template in zip(prompts, templates, strict=True):
+            matches = [t for t in caps.ORDERED if re.match(_template_pattern(t), text)]
+            assert matches == [template], (text, matches)
 
 
 def test_read_pairs_reads_each_half():
@@ -305,6 +315,12 @@ def test_read_pairs_reads_each_half():
     )
     assert result["correct"] == 2 / 3 and result["right"] == 2 / 3 and result["left"] == 1.0
     assert result["swapped"] == 0.0
+    # Scored by key too: each key's own samples.
+    result = prompt_eval.adherence(
+        fn, Brightness(), [("a", 3, 7), ("b", 0, 9), ("c", 5, 1)], 1, 1.0, by=["x", "y", "x"]
+    )
+    assert result["by"]["x"]["correct"] == 0.5 and result["by"]["x"]["samples"] == 2
+    assert result["by"]["y"]["correct"] == 1.0 and result["by"]["y"]["samples"] == 1
     # A class-conditional model that draws each pair in the other order: every sample swapped.
     swap = lambda labels, scale: images[[1, 0]]  # 90 and 73 drawn as 09 and 37  # noqa: E731
     result = prompt_eval.class_adherence(swap, Brightness(), [(9, 0), (7, 3)], 1, 1.0)

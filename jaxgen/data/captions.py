@@ -305,6 +305,11 @@ MNIST_PAIRS = CaptionSet(
         Template("{pa} then {B}"),
         Template("{A} then {pb}"),
         Template("one of the digits is {x}"),
+        # One digit and its side, whichever side is named: with these the held-out template
+        # below is a new order of phrases seen in training (it still came out swapped 92% of
+        # the time at w = 7.5: docs/families/latent.md).
+        Template("{A} on the left"),
+        Template("{B} on the right"),
         Template("{b} on the right, {a} on the left", held_out=True),
         Template("{A} followed by {B}", held_out=True),
         Template("{pa} then {pb}", held_out=True),

@@ -40,6 +40,16 @@ def pair_prompts(pairs, held_out_templates: bool, seed: int = 0) -> list[tuple[s
     return out
 
 
+def pair_prompt_templates(pairs, held_out_templates: bool) -> list[str]:
+    """The template of each row of ``pair_prompts(pairs, held_out_templates)``, in its order."""
+    return [
+        text
+        for text in captions.ORDERED
+        if captions.template(captions.MNIST_PAIRS, text).held_out == held_out_templates
+        for _ in pairs
+    ]
+
+
 def training_pairs(count: int, seed: int = 0) -> list[tuple[int, int]]:
     """``count`` ordered pairs that training composes (none of the held-out ones)."""
     held = set(captions.HELD_OUT_PAIRS)
@@ -82,14 +92,26 @@ def adherence(
     per_prompt: int,
     scale: float,
     negative: str | None = None,
+    by: Sequence[str] | None = None,
 ) -> dict:
-    """``pair_scores`` of ``per_prompt`` samples of each ``(prompt, left, right)``."""
+    """``pair_scores`` of ``per_prompt`` samples of each ``(prompt, left, right)``; with ``by``
+    (a key per prompt, such as its template) also ``"by"``: the scores of each key's samples."""
     texts = [p for p, _, _ in prompts for _ in range(per_prompt)]
     images = sample_fn(texts, negative, scale)
     left, right = read_pairs(evaluator, images)
     want_left = np.repeat([a for _, a, _ in prompts], per_prompt)
     want_right = np.repeat([b for _, _, b in prompts], per_prompt)
-    return pair_scores(left, right, want_left, want_right)
+    result = pair_scores(left, right, want_left, want_right)
+    if by is not None:
+        if len(by) != len(prompts):
+            raise ValueError(f"by has {len(by)} keys for {len(prompts)} prompts")
+        keys = np.repeat(np.asarray(by, dtype=object), per_prompt)
+        result["by"] = {
+            key: pair_scores(left[m], right[m], want_left[m], want_right[m])
+            for key in dict.fromkeys(by)
+            for m in [keys == key]
+        }
+    return result
 
 
 def class_adherence(
