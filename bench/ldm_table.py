@@ -19,6 +19,8 @@ Runs (``runs/ldm_table/<name>``):
   the steps in about the same time) use the recipe's v. ``ldm_mnist_pairs_v`` was trained
   before the captions gained the one-side templates ("a 7 on the right");
   ``ldm_mnist_pairs_v_sides`` with them (retrained now, the two are the same recipe);
+  ``levels_f2_v_14_7`` and ``levels_f2_v_7``: cross-attention at 14 and 7 or at 7 alone, at
+  factor 2 for 1,500 steps each (``bench/text_prompts.py`` reads them);
 - ``pixel_fashion_mnist``: pixel-space diffusion (``configs/diffusion.py:fashion_mnist,cpu``,
   unconditional) trained for the same wall time as ``ldm_fashion_mnist_uncond`` (its steps are
   that time times the pixel model's measured rate).
@@ -44,6 +46,7 @@ FIRST_STAGES = {  # name: (config argument, data set)
     "kl_mnist_pairs_f2": ("mnist_pairs,f2", "mnist_pairs"),
 }
 EPS = "--config.diffusion.prediction=eps"  # the first models, before configs/ldm.py chose v
+LEVELS = "--config.train.num_steps=1500 --config.model.context_resolutions"
 LATENT = {  # name: (config argument, first stage, flags)
     "ldm_mnist_pairs": ("mnist_pairs", "kl_mnist_pairs", EPS),
     "ldm_fashion_mnist": ("fashion_mnist", "kl_fashion_mnist", EPS),
@@ -56,6 +59,9 @@ LATENT = {  # name: (config argument, first stage, flags)
     "ldm_mnist_pairs_f2": ("mnist_pairs,f2", "kl_mnist_pairs_f2", EPS),
     "ldm_mnist_pairs_f2_v": ("mnist_pairs,f2", "kl_mnist_pairs_f2", ""),
     "ldm_fashion_mnist_f2": ("fashion_mnist,f2", "kl_fashion_mnist_f2", ""),
+    # Which levels cross-attention pays at (factor 2, 1,500 steps each): 14 and 7, or 7 alone.
+    "levels_f2_v_14_7": ("mnist_pairs,f2", "kl_mnist_pairs_f2", f"{LEVELS}=(14,7)"),
+    "levels_f2_v_7": ("mnist_pairs,f2", "kl_mnist_pairs_f2", f"{LEVELS}=(7,)"),
 }
 PIXEL = "pixel_fashion_mnist"
 UNCOND = tuple(name for name in LATENT if "_uncond" in name)  # scored against PIXEL

@@ -70,7 +70,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
     Logits and softmax are float32 whatever the compute dtype; the weights return to ``v``'s.
 
     The heads move next to the batch first, so that both products are plain batched matrix
-    products: contracting ``[B, T, H, D]`` in place made XLA's CPU backend 5x slower forward
+    products: contracting ``[B, T, H, D]`` in place made XLA's CPU backend up to 6x slower forward
     (``bench/results/attention_layout.md``).
     """
     q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))  # [B, H, T, D]
