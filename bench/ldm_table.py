@@ -35,6 +35,7 @@ adherence and negative prompts are ``bench/text_prompts.py``'s, over the text mo
 from __future__ import annotations
 
 import os
+import statistics
 import time
 
 import harness
@@ -146,7 +147,7 @@ def sampling_rates(where: harness.Runs, names, batch: int = 500, repeats: int = 
             t0 = time.perf_counter()
             jax.block_until_ready(fn(state, jax.random.PRNGKey(1 + r)))
             times[name].append(time.perf_counter() - t0)
-    rates = {name: batch / sorted(t)[len(t) // 2] for name, t in times.items()}
+    rates = {name: batch / statistics.median(t) for name, t in times.items()}
     result = {"names": list(names), "batch": batch, "repeats": repeats, "img_s": rates}
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:

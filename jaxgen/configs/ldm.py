@@ -30,7 +30,7 @@ Variants:
 - ``uncond``: unconditional;
 - ``f2``: over the factor-2 first stage (``runs/autoencoder_kl_<data set>_f2``);
 - ``small``: a UNet of 48 channels and one residual block a level, trained for 8,000 steps (the
-  default's train time on a CPU) and sampling at 0.45 of its cost: at factor 4 on Fashion-MNIST,
+  default's train time on a CPU) and sampling at half its cost: at factor 4 on Fashion-MNIST,
   unconditional, 4.6x pixel diffusion's sampling rate at FD 40 against 76 after the same train
   time (``docs/families/latent.md``);
 - ``tiny``: a few steps of a very small model, for tests (set ``first_stage.workdir``).
@@ -46,7 +46,7 @@ VARIANTS = {
     "cond": "class-conditional on the labels instead of text",
     "uncond": "unconditional",
     "f2": "over the factor-2 first stage (runs/autoencoder_kl_<data set>_f2)",
-    "small": "a UNet of 48 channels and one residual block a level: sampling at 0.45 of the "
+    "small": "a UNet of 48 channels and one residual block a level: sampling at half the "
     "default's cost, trained for twice the steps",
     "tiny": "a few steps of a very small model, for tests (set first_stage.workdir)",
 }
@@ -101,8 +101,9 @@ def get_config(arg=None):
     # noise prediction by it, and the sampler's first steps divide that error by alpha ~ 0.006.
     c.diffusion.ema_warmup = True
     if "small" in variants:
-        # At factor 4 on the CPU: half the default UNet's train step and 0.45 of its sampling
-        # call (bench/results/ldm_table.md), so twice the steps cost the default's train time.
+        # At factor 4 on the CPU: half the default UNet's train step and sampling time (551
+        # against 278 train img/s, 89 against 44 sampling img/s: bench/results/ldm_table.md), so
+        # twice the steps cost the default's train time.
         c.model.channels = 48
         c.model.num_res_blocks = 1
         c.train.num_steps = 8_000
