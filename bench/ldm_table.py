@@ -48,16 +48,18 @@ FIRST_STAGES = {  # name: (config argument, data set)
 }
 EPS = "--config.diffusion.prediction=eps"  # the first models, before configs/ldm.py chose v
 LEVELS = "--config.train.num_steps=1500 --config.model.context_resolutions"
+F2_14_7 = "--config.model.context_resolutions=(14,7)"  # the f2 default before it became (7,)
 LATENT = {  # name: (config argument, first stage, flags)
     "ldm_mnist_pairs": ("mnist_pairs", "kl_mnist_pairs", EPS),
     "ldm_fashion_mnist": ("fashion_mnist", "kl_fashion_mnist", EPS),
     "ldm_fashion_mnist_v": ("fashion_mnist", "kl_fashion_mnist", ""),
     "ldm_fashion_mnist_uncond": ("fashion_mnist,uncond", "kl_fashion_mnist", EPS),
+    "ldm_fashion_mnist_uncond_v": ("fashion_mnist,uncond", "kl_fashion_mnist", ""),
     "ldm_fashion_mnist_uncond_small": ("fashion_mnist,uncond,small", "kl_fashion_mnist", ""),
     "ldm_mnist_pairs_cond": ("mnist_pairs,cond", "kl_mnist_pairs", EPS),  # the control for text
     "ldm_mnist_pairs_v": ("mnist_pairs", "kl_mnist_pairs", ""),  # before the one-side templates
     "ldm_mnist_pairs_v_sides": ("mnist_pairs", "kl_mnist_pairs", ""),  # with them
-    "ldm_mnist_pairs_f2": ("mnist_pairs,f2", "kl_mnist_pairs_f2", EPS),
+    "ldm_mnist_pairs_f2": ("mnist_pairs,f2", "kl_mnist_pairs_f2", f"{EPS} {F2_14_7}"),
     "ldm_mnist_pairs_f2_v": ("mnist_pairs,f2", "kl_mnist_pairs_f2", ""),
     "ldm_fashion_mnist_f2": ("fashion_mnist,f2", "kl_fashion_mnist_f2", ""),
     # Which levels cross-attention pays at (factor 2, 1,500 steps each): 14 and 7, or 7 alone.
