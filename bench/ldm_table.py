@@ -14,11 +14,13 @@ Runs (``runs/ldm_table/<name>``):
   ``ldm_fashion_mnist_uncond`` (unconditional) for the comparison with pixel diffusion, and
   ``ldm_mnist_pairs_cond`` (class-conditional, labels ``10 * left + right``), the control that
   ``bench/text_prompts.py --pairs-cond`` reads beside the text model. These first models
-  predict eps (``EPS``, pinned so that they retrain as they were); the ``_v`` runs,
+  predict eps (``EPS``, pinned so that they retrain as they were). The recipe's v is used by
+  the ``_v`` runs (``ldm_fashion_mnist_uncond_v``: the unconditional run with v alone changed),
   ``ldm_fashion_mnist_f2`` and ``ldm_fashion_mnist_uncond_small`` (the ``small`` UNet, twice
-  the steps in about the same time) use the recipe's v. ``ldm_mnist_pairs_v`` was trained
-  before the captions gained the one-side templates ("a 7 on the right");
-  ``ldm_mnist_pairs_v_sides`` with them (retrained now, the two are the same recipe);
+  the steps in about the same time). ``ldm_mnist_pairs_v`` was trained before the captions
+  gained the one-side templates ("a 7 on the right"), ``ldm_mnist_pairs_v_sides`` with them
+  (the same recipe). ``ldm_mnist_pairs_f2`` keeps the cross-attention at 14 and 7 it was
+  trained with (``F2_14_7``); ``ldm_mnist_pairs_f2_v`` has the f2 default, 7 alone.
   ``levels_f2_v_14_7`` and ``levels_f2_v_7``: cross-attention at 14 and 7 or at 7 alone, at
   factor 2 for 1,500 steps each (``bench/text_prompts.py`` reads them);
 - ``pixel_fashion_mnist``: pixel-space diffusion (``configs/diffusion.py:fashion_mnist,cpu``,

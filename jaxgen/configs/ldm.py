@@ -19,9 +19,10 @@ levels of 64 and 128 channels, attention and cross-attention at 7 (cross-attenti
 well read the caption no better and cost 5% more a step: ``docs/families/latent.md``). The
 linear 1000-step schedule, the model trained to predict ``v = alpha eps - sigma x0`` (Salimans
 and Ho 2022): with ``eps`` the loss hardly weighs the noise levels where the digits and their
-places are decided, and the condition went unlearned (``docs/families/latent.md``). ``diffusion.latent_scale = 0``
-measures ``1 / std`` of the first batch's latents (``scale_by_std``). 4,000 Adam steps at 1e-3
-(200 warm-up, cosine decay), batch 64 (pairs: 32, the same pixels a step), EMA 0.999. Captions
+places are decided, and the condition went unlearned (``docs/families/latent.md``).
+``diffusion.latent_scale = 0`` measures ``1 / std`` of the first batch's latents
+(``scale_by_std``). 4,000 Adam steps at 1e-3 (200 warm-up, cosine decay), batch 64 (pairs: 32,
+the same pixels a step), EMA 0.999. Captions
 are dropped to the empty prompt with probability 0.1; samples use classifier-free guidance at
 w = 7.5 by default, as the notes and Stable Diffusion do (``--scale`` changes it).
 
@@ -32,7 +33,7 @@ Variants:
 - ``f2``: over the factor-2 first stage (``runs/autoencoder_kl_<data set>_f2``);
 - ``small``: a UNet of 48 channels and one residual block a level, trained for 8,000 steps (the
   default's train time on a CPU) and sampling at half its cost: at factor 4 on Fashion-MNIST,
-  unconditional, 4.6x pixel diffusion's sampling rate at FD 40 against 76 after the same train
+  unconditional, 4.5x pixel diffusion's sampling rate at FD 40 against 76 after the same train
   time (``docs/families/latent.md``);
 - ``tiny``: a few steps of a very small model, for tests (set ``first_stage.workdir``).
 """
@@ -105,8 +106,8 @@ def get_config(arg=None):
     c.diffusion.ema_warmup = True
     if "small" in variants:
         # At factor 4 on the CPU: half the default UNet's train step and sampling time (551
-        # against 278 train img/s, 89 against 44 sampling img/s: bench/results/ldm_table.md), so
-        # twice the steps cost the default's train time.
+        # against 278-306 train img/s, 88 against 44 sampling img/s:
+        # bench/results/ldm_table.md), so twice the steps cost the default's train time.
         c.model.channels = 48
         c.model.num_res_blocks = 1
         c.train.num_steps = 8_000
