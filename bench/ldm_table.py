@@ -19,7 +19,8 @@ Runs (``runs/ldm_table/<name>``):
   ``ldm_fashion_mnist_f2`` and ``ldm_fashion_mnist_uncond_small`` (the ``small`` UNet, twice
   the steps in about the same time). ``ldm_mnist_pairs_v`` was trained before the captions
   gained the one-side templates ("a 7 on the right"), ``ldm_mnist_pairs_v_sides`` with them
-  (the same recipe). ``ldm_mnist_pairs_f2`` keeps the cross-attention at 14 and 7 it was
+  (the same recipe), ``ldm_mnist_pairs_v_deep`` with a text encoder of 4 blocks, not 2 (the
+  held-out phrasing). ``ldm_mnist_pairs_f2`` keeps the cross-attention at 14 and 7 it was
   trained with (``F2_14_7``); ``ldm_mnist_pairs_f2_v`` has the f2 default, 7 alone.
   ``levels_f2_v_14_7`` and ``levels_f2_v_7``: cross-attention at 14 and 7 or at 7 alone, at
   factor 2 for 1,500 steps each (``bench/text_prompts.py`` reads them);
@@ -61,6 +62,7 @@ LATENT = {  # name: (config argument, first stage, flags)
     "ldm_mnist_pairs_cond": ("mnist_pairs,cond", "kl_mnist_pairs", EPS),  # the control for text
     "ldm_mnist_pairs_v": ("mnist_pairs", "kl_mnist_pairs", ""),  # before the one-side templates
     "ldm_mnist_pairs_v_sides": ("mnist_pairs", "kl_mnist_pairs", ""),  # with them
+    "ldm_mnist_pairs_v_deep": ("mnist_pairs", "kl_mnist_pairs", "--config.text.depth=4"),
     "ldm_mnist_pairs_f2": ("mnist_pairs,f2", "kl_mnist_pairs_f2", f"{EPS} {F2_14_7}"),
     "ldm_mnist_pairs_f2_v": ("mnist_pairs,f2", "kl_mnist_pairs_f2", ""),
     "ldm_fashion_mnist_f2": ("fashion_mnist,f2", "kl_fashion_mnist_f2", ""),
