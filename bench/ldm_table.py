@@ -50,8 +50,9 @@ FIRST_STAGES = {  # name: (config argument, data set)
     "kl_mnist_pairs_f2": ("mnist_pairs,f2", "mnist_pairs"),
 }
 EPS = "--config.diffusion.prediction=eps"  # the first models, before configs/ldm.py chose v
-LEVELS = "--config.train.num_steps=1500 --config.model.context_resolutions"
-F2_14_7 = "--config.model.context_resolutions=(14,7)"  # the f2 default before it became (7,)
+CONTEXT = "--config.model.context_resolutions"
+LEVELS = f"--config.train.num_steps=1500 {CONTEXT}"
+F2_14_7 = f"{CONTEXT}=(14,7)"  # the f2 default before it became (7,)
 LATENT = {  # name: (config argument, first stage, flags)
     "ldm_mnist_pairs": ("mnist_pairs", "kl_mnist_pairs", EPS),
     "ldm_fashion_mnist": ("fashion_mnist", "kl_fashion_mnist", EPS),

@@ -22,9 +22,9 @@ and Ho 2022): with ``eps`` the loss hardly weighs the noise levels where the dig
 places are decided, and the condition went unlearned (``docs/families/latent.md``).
 ``diffusion.latent_scale = 0`` measures ``1 / std`` of the first batch's latents
 (``scale_by_std``). 4,000 Adam steps at 1e-3 (200 warm-up, cosine decay), batch 64 (pairs: 32,
-the same pixels a step), EMA 0.999. Captions
-are dropped to the empty prompt with probability 0.1; samples use classifier-free guidance at
-w = 7.5 by default, as the notes and Stable Diffusion do (``--scale`` changes it).
+the same pixels a step), EMA 0.999. Captions are dropped to the empty prompt with probability
+0.1; samples use classifier-free guidance at w = 7.5 by default, as the notes and Stable
+Diffusion do (``--scale`` changes it).
 
 Variants:
 - ``cond``: class-conditional on the labels instead of text (pairs: 100 classes, ``10 * left +
